@@ -1,0 +1,37 @@
+//! # tf-attention
+//!
+//! The attention of "Attention Is All You Need" (Vaswani et al., 2017) for [burn]: scaled
+//! dot-product attention (§3.2.1), attention masks, and multi-head attention (§3.2.2).
+//!
+//! It stands alone: any burn model can use [`MultiHeadAttention`] without the rest of this
+//! workspace. Tensors are backend-agnostic; the [`Device`](burn::tensor::Device) the module is
+//! built on picks the backend (NdArray, Flex, WGPU, ...) at run time.
+//!
+//! ```
+//! use burn::tensor::{Device, Distribution, Tensor};
+//! use tf_attention::{AttentionMask, MultiHeadAttentionConfig, padding_mask_from_lengths};
+//!
+//! let device = Device::flex();
+//! let mha = MultiHeadAttentionConfig::new(16, 2).init(&device);
+//! let x = Tensor::<3>::random([2, 5, 16], Distribution::Default, &device); // [batch, seq, d_model]
+//! let mask = AttentionMask::causal()
+//!     .with_key_padding(Some(padding_mask_from_lengths(&[5, 3], 5, &device)));
+//! let out = mha.self_attention(x, &mask, None, true);
+//! assert_eq!(out.context.dims(), [2, 5, 16]);
+//! assert_eq!(out.weights.unwrap().dims(), [2, 2, 5, 5]); // [batch, heads, q_len, k_len]
+//! ```
+//!
+//! Masks have one polarity throughout: `true` = blocked, as in burn's
+//! `burn::tensor::module::attention`.
+
+pub mod error;
+pub mod mask;
+pub mod mha;
+pub mod sdpa;
+
+pub use error::ConfigError;
+pub use mask::{AttentionMask, causal_mask, padding_mask_from_ids, padding_mask_from_lengths};
+pub use mha::{
+    AttentionOutput, KeyValue, MultiHeadAttention, MultiHeadAttentionConfig, SelfAttentionCache,
+};
+pub use sdpa::{attention_weights, fused_attention, masked_softmax, scaled_dot_product_attention};

@@ -1,0 +1,494 @@
+//! Multi-head attention (§3.2.2): `MultiHead(Q, K, V) = Concat(head_1, …, head_h) W^O` with
+//! `head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)`.
+//!
+//! The `h` per-head projections of size `d_k = d_model / h` are one `d_model × d_model` matrix
+//! each for Q, K and V, stored side by side as one `in_proj` of `d_model × 3·d_model` (the layout
+//! of PyTorch's `nn.MultiheadAttention.in_proj_weight`, transposed). Self-attention projects Q, K
+//! and V in one matmul; cross-attention projects the query with the first third and the memory
+//! with the other two. The heads are a reshape, and all of them attend in one batched matmul.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::module::linear;
+use burn::tensor::{Int, Tensor};
+
+use crate::error::{ConfigError, check_nonzero, check_probability};
+use crate::mask::AttentionMask;
+use crate::sdpa::{attention_weights, fused_attention};
+
+/// Configuration of [`MultiHeadAttention`].
+#[derive(Config, Debug)]
+pub struct MultiHeadAttentionConfig {
+    /// Model width `d_model`; must be divisible by `n_heads`.
+    pub d_model: usize,
+    /// Number of heads `h`.
+    pub n_heads: usize,
+    /// Dropout on the attention weights. Default: 0.0, as in the paper, which drops sublayer
+    /// outputs only (§5.4). A non-zero value makes training take the explicit path, since the
+    /// fused kernel has no dropout.
+    #[config(default = 0.0)]
+    pub attention_dropout: f64,
+    /// Biases on the four projections. Default: true.
+    #[config(default = true)]
+    pub bias: bool,
+}
+
+impl MultiHeadAttentionConfig {
+    /// Checks that the config builds a working module.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const NAME: &str = "MultiHeadAttentionConfig";
+        check_nonzero(NAME, "d_model", self.d_model)?;
+        check_nonzero(NAME, "n_heads", self.n_heads)?;
+        if self.d_model % self.n_heads != 0 {
+            return Err(ConfigError::new(
+                NAME,
+                format!(
+                    "d_model ({}) must be divisible by n_heads ({})",
+                    self.d_model, self.n_heads
+                ),
+            ));
+        }
+        check_probability(NAME, "attention_dropout", self.attention_dropout)
+    }
+
+    /// Builds the module, or says why the config cannot.
+    pub fn try_init(
+        &self,
+        device: &burn::tensor::Device,
+    ) -> Result<MultiHeadAttention, ConfigError> {
+        self.validate()?;
+        // Glorot-uniform projections, as PyTorch's nn.MultiheadAttention initialises them.
+        let projection = |d_output| {
+            LinearConfig::new(self.d_model, d_output)
+                .with_bias(self.bias)
+                .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+                .init(device)
+        };
+        Ok(MultiHeadAttention {
+            in_proj: projection(3 * self.d_model),
+            out_proj: projection(self.d_model),
+            attention_dropout: DropoutConfig::new(self.attention_dropout).init(),
+            n_heads: self.n_heads,
+            d_k: self.d_model / self.n_heads,
+        })
+    }
+
+    /// Builds the module.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails, with its message.
+    pub fn init(&self, device: &burn::tensor::Device) -> MultiHeadAttention {
+        self.try_init(device).unwrap_or_else(|err| panic!("{err}"))
+    }
+}
+
+/// Multi-head attention with W^Q, W^K, W^V (one fused `in_proj`) and W^O (`out_proj`).
+#[derive(Module, Debug)]
+pub struct MultiHeadAttention {
+    /// `[W^Q | W^K | W^V]`, `d_model → 3·d_model`.
+    pub in_proj: Linear,
+    /// `W^O`, `d_model → d_model`.
+    pub out_proj: Linear,
+    /// Dropout on the attention weights (off by default).
+    pub attention_dropout: Dropout,
+    /// Number of heads `h`.
+    pub n_heads: usize,
+    /// Width of one head, `d_k = d_v = d_model / h`.
+    pub d_k: usize,
+}
+
+/// Keys and values, projected and split into heads.
+#[derive(Clone, Debug)]
+pub struct KeyValue {
+    /// # Shapes
+    /// `[batch, n_heads, k_len, d_k]`
+    pub key: Tensor<4>,
+    /// # Shapes
+    /// `[batch, n_heads, k_len, d_k]`
+    pub value: Tensor<4>,
+}
+
+impl KeyValue {
+    /// Number of key positions.
+    pub fn len(&self) -> usize {
+        self.key.dims()[2]
+    }
+
+    /// Whether there are no key positions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the batch rows `indices` (in that order), e.g. the surviving beams.
+    ///
+    /// # Shapes
+    /// - `indices`: `[new_batch]`
+    pub fn select_batch(self, indices: Tensor<1, Int>) -> Self {
+        Self {
+            key: self.key.select(0, indices.clone()),
+            value: self.value.select(0, indices),
+        }
+    }
+}
+
+/// The keys and values a self-attention has computed for the positions decoded so far.
+///
+/// An explicit value the caller owns and passes back each step (`modules stay &self`): start
+/// with [`SelfAttentionCache::default`], and each cached call appends the new positions.
+#[derive(Clone, Debug, Default)]
+pub struct SelfAttentionCache {
+    key_value: Option<KeyValue>,
+}
+
+impl SelfAttentionCache {
+    /// Number of positions cached.
+    pub fn len(&self) -> usize {
+        self.key_value.as_ref().map_or(0, KeyValue::len)
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the batch rows `indices` (in that order), e.g. the surviving beams.
+    ///
+    /// # Shapes
+    /// - `indices`: `[new_batch]`
+    pub fn select_batch(&mut self, indices: Tensor<1, Int>) {
+        self.key_value = self.key_value.take().map(|kv| kv.select_batch(indices));
+    }
+
+    /// Appends the new positions and returns all keys and values so far.
+    fn extend(&mut self, new: KeyValue) -> KeyValue {
+        let all = match self.key_value.take() {
+            None => new,
+            Some(old) => KeyValue {
+                key: Tensor::cat(vec![old.key, new.key], 2), // [batch, n_heads, len + new, d_k]
+                value: Tensor::cat(vec![old.value, new.value], 2),
+            },
+        };
+        self.key_value = Some(all.clone());
+        all
+    }
+}
+
+/// What an attention block returns.
+#[derive(Clone, Debug)]
+pub struct AttentionOutput {
+    /// # Shapes
+    /// `[batch, q_len, d_model]`
+    pub context: Tensor<3>,
+    /// The attention weights, when asked for.
+    ///
+    /// # Shapes
+    /// `[batch, n_heads, q_len, k_len]`
+    pub weights: Option<Tensor<4>>,
+}
+
+impl MultiHeadAttention {
+    /// Model width `d_model`.
+    pub fn d_model(&self) -> usize {
+        self.n_heads * self.d_k
+    }
+
+    /// Self-attention of `x` over itself (and over the cached positions, with a cache).
+    ///
+    /// With `cache`, `x` holds only the new positions; their keys and values are appended to the
+    /// cache and the queries attend to everything cached. A causal `mask` is bottom-right
+    /// aligned, so it blocks the right keys in both forms. A `key_padding` mask must then cover
+    /// all `cache.len() + seq_len` keys.
+    ///
+    /// Weights are returned when `return_weights` is set; otherwise, unless attention dropout is
+    /// active, burn's fused kernel computes the context.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq_len, d_model]`
+    /// - returns context `[batch, seq_len, d_model]`, weights `[batch, n_heads, seq_len, k_len]`
+    pub fn self_attention(
+        &self,
+        x: Tensor<3>,
+        mask: &AttentionMask,
+        cache: Option<&mut SelfAttentionCache>,
+        return_weights: bool,
+    ) -> AttentionOutput {
+        // 1. Q, K and V in one matmul, then split into heads.
+        let [q, k, v] = self
+            .in_proj
+            .forward(x) // [batch, seq_len, 3·d_model]
+            .chunk(3, 2)
+            .try_into()
+            .expect("chunk of 3·d_model into 3");
+        let query = self.split_heads(q);
+        let new = KeyValue {
+            key: self.split_heads(k),
+            value: self.split_heads(v),
+        };
+        // 2. With a cache, attend to every position seen so far.
+        let key_value = match cache {
+            Some(cache) => cache.extend(new),
+            None => new,
+        };
+        self.attend(query, key_value, mask, return_weights)
+    }
+
+    /// Cross-attention of `x` over keys and values projected once by
+    /// [`project_key_value`](Self::project_key_value) (the encoder output, in a decoder).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, q_len, d_model]`
+    /// - `memory`: key and value `[batch, n_heads, k_len, d_k]`
+    /// - returns context `[batch, q_len, d_model]`, weights `[batch, n_heads, q_len, k_len]`
+    pub fn cross_attention(
+        &self,
+        x: Tensor<3>,
+        memory: &KeyValue,
+        mask: &AttentionMask,
+        return_weights: bool,
+    ) -> AttentionOutput {
+        let d_model = self.d_model();
+        let weight = self.in_proj.weight.val().narrow(1, 0, d_model); // W^Q: [d_model, d_model]
+        let bias = self
+            .in_proj
+            .bias
+            .as_ref()
+            .map(|b| b.val().narrow(0, 0, d_model));
+        let query = self.split_heads(linear(x, weight, bias));
+        self.attend(query, memory.clone(), mask, return_weights)
+    }
+
+    /// Projects `source` with W^K and W^V into heads, for [`cross_attention`](Self::cross_attention).
+    ///
+    /// # Shapes
+    /// - `source`: `[batch, k_len, d_model]`
+    /// - returns key and value `[batch, n_heads, k_len, d_k]`
+    pub fn project_key_value(&self, source: Tensor<3>) -> KeyValue {
+        let d_model = self.d_model();
+        let weight = self.in_proj.weight.val().narrow(1, d_model, 2 * d_model); // [d_model, 2·d_model]
+        let bias = self
+            .in_proj
+            .bias
+            .as_ref()
+            .map(|b| b.val().narrow(0, d_model, 2 * d_model));
+        let [k, v] = linear(source, weight, bias) // [batch, k_len, 2·d_model]
+            .chunk(2, 2)
+            .try_into()
+            .expect("chunk of 2·d_model into 2");
+        KeyValue {
+            key: self.split_heads(k),
+            value: self.split_heads(v),
+        }
+    }
+
+    /// All heads attend at once, then are concatenated and projected with W^O.
+    ///
+    /// # Shapes
+    /// - `query`: `[batch, n_heads, q_len, d_k]`
+    /// - returns context `[batch, q_len, d_model]`, weights `[batch, n_heads, q_len, k_len]`
+    fn attend(
+        &self,
+        query: Tensor<4>,
+        key_value: KeyValue,
+        mask: &AttentionMask,
+        return_weights: bool,
+    ) -> AttentionOutput {
+        let KeyValue { key, value } = key_value;
+        let dropout_active = self.attention_dropout.prob > 0.0
+            && self.attention_dropout.training.is_enabled()
+            && query.device().is_autodiff();
+        let (heads, weights) = if return_weights || dropout_active {
+            let [batch, n_heads, q_len, _] = query.dims();
+            let k_len = key.dims()[2];
+            let dense_mask = mask.to_tensor([batch, n_heads, q_len, k_len], &query.device());
+            let weights = attention_weights(query, key, dense_mask);
+            let heads = self
+                .attention_dropout
+                .forward(weights.clone())
+                .matmul(value);
+            (heads, return_weights.then_some(weights))
+        } else {
+            (fused_attention(query, key, value, mask), None)
+        };
+        AttentionOutput {
+            context: self.out_proj.forward(self.merge_heads(heads)),
+            weights,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq_len, d_model]`
+    /// - returns `[batch, n_heads, seq_len, d_k]`
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, seq_len, _] = x.dims();
+        x.reshape([batch, seq_len, self.n_heads, self.d_k]) // [batch, seq_len, n_heads, d_k]
+            .swap_dims(1, 2) // [batch, n_heads, seq_len, d_k]
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, n_heads, seq_len, d_k]`
+    /// - returns `[batch, seq_len, d_model]`
+    fn merge_heads(&self, x: Tensor<4>) -> Tensor<3> {
+        let [batch, n_heads, seq_len, d_k] = x.dims();
+        x.swap_dims(1, 2) // [batch, seq_len, n_heads, d_k]
+            .reshape([batch, seq_len, n_heads * d_k])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::padding_mask_from_lengths;
+    use crate::sdpa::scaled_dot_product_attention;
+    use burn::tensor::{Device, Distribution};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        values(a)
+            .iter()
+            .zip(values(b))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    fn random(shape: [usize; 3], device: &Device) -> Tensor<3> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_their_values() {
+        let device = Device::flex();
+        let err = MultiHeadAttentionConfig::new(10, 3)
+            .try_init(&device)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("d_model (10) must be divisible by n_heads (3)")
+        );
+        assert!(MultiHeadAttentionConfig::new(8, 0).validate().is_err());
+        assert!(MultiHeadAttentionConfig::new(0, 2).validate().is_err());
+        let bad_dropout = MultiHeadAttentionConfig::new(8, 2).with_attention_dropout(1.5);
+        assert!(
+            bad_dropout
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("1.5")
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "must be divisible")]
+    fn init_panics_with_the_message() {
+        MultiHeadAttentionConfig::new(10, 4).init(&Device::flex());
+    }
+
+    #[test]
+    fn fused_path_equals_explicit_path() {
+        let device = Device::flex();
+        let mha = MultiHeadAttentionConfig::new(16, 2).init(&device);
+        let x = random([3, 5, 16], &device);
+        let mask = AttentionMask::causal().with_key_padding(Some(padding_mask_from_lengths(
+            &[5, 2, 4],
+            5,
+            &device,
+        )));
+        let fused = mha.self_attention(x.clone(), &mask, None, false);
+        let explicit = mha.self_attention(x, &mask, None, true);
+        assert!(fused.weights.is_none());
+        assert!(explicit.weights.is_some());
+        assert!(max_abs_diff(fused.context, explicit.context) <= 1e-5);
+    }
+
+    #[test]
+    fn one_head_equals_plain_attention_on_projected_inputs() {
+        let device = Device::flex();
+        let d = 8;
+        let mha = MultiHeadAttentionConfig::new(d, 1).init(&device);
+        let (x, memory) = (random([2, 3, d], &device), random([2, 4, d], &device));
+        let out = mha.cross_attention(
+            x.clone(),
+            &mha.project_key_value(memory.clone()),
+            &AttentionMask::none(),
+            false,
+        );
+
+        // By hand: Q = x W^Q + b^Q etc., softmax(QKᵀ/√d)V, then W^O.
+        let w = mha.in_proj.weight.val();
+        let b = mha.in_proj.bias.as_ref().unwrap().val();
+        let project = |input: Tensor<3>, part: usize| {
+            let weight = w.clone().narrow(1, part * d, d).unsqueeze::<3>();
+            let bias = b.clone().narrow(0, part * d, d).unsqueeze::<3>();
+            input.matmul(weight) + bias // [2, len, d]
+        };
+        let heads = |t: Tensor<3>| t.unsqueeze_dim::<4>(1); // [2, 1, len, d]
+        let (expected, _) = scaled_dot_product_attention(
+            heads(project(x, 0)),
+            heads(project(memory.clone(), 1)),
+            heads(project(memory, 2)),
+            None,
+        );
+        let expected = mha.out_proj.forward(expected.squeeze_dim::<3>(1));
+        assert!(max_abs_diff(out.context, expected) <= 1e-5);
+    }
+
+    #[test]
+    fn permuting_the_batch_permutes_the_output() {
+        let device = Device::flex();
+        let mha = MultiHeadAttentionConfig::new(16, 4).init(&device);
+        let x = random([3, 4, 16], &device);
+        let out = mha
+            .self_attention(x.clone(), &AttentionMask::causal(), None, false)
+            .context;
+        let order = Tensor::<1, Int>::from_ints([2, 0, 1], &device);
+        let permuted = mha
+            .self_attention(
+                x.select(0, order.clone()),
+                &AttentionMask::causal(),
+                None,
+                false,
+            )
+            .context;
+        assert!(max_abs_diff(permuted, out.select(0, order)) <= 1e-6);
+    }
+
+    #[test]
+    fn padding_does_not_change_the_real_positions() {
+        let device = Device::flex();
+        let mha = MultiHeadAttentionConfig::new(8, 2).init(&device);
+        let x = random([1, 3, 8], &device);
+        let padded = Tensor::cat(vec![x.clone(), random([1, 2, 8], &device)], 1);
+        let alone = mha
+            .self_attention(x, &AttentionMask::none(), None, false)
+            .context;
+        let mask = AttentionMask::padding(padding_mask_from_lengths(&[3], 5, &device));
+        let with_pad = mha
+            .self_attention(padded, &mask, None, false)
+            .context
+            .narrow(1, 0, 3);
+        assert!(max_abs_diff(alone, with_pad) <= 1e-5);
+    }
+
+    #[test]
+    fn cached_steps_equal_the_full_causal_pass() {
+        let device = Device::flex();
+        let mha = MultiHeadAttentionConfig::new(8, 2).init(&device);
+        let x = random([2, 4, 8], &device);
+        let full = mha
+            .self_attention(x.clone(), &AttentionMask::causal(), None, false)
+            .context;
+        let mut cache = SelfAttentionCache::default();
+        let steps: Vec<Tensor<3>> = (0..4)
+            .map(|t| {
+                let step = x.clone().narrow(1, t, 1);
+                mha.self_attention(step, &AttentionMask::causal(), Some(&mut cache), false)
+                    .context
+            })
+            .collect();
+        assert_eq!(cache.len(), 4);
+        assert!(max_abs_diff(full, Tensor::cat(steps, 1)) <= 1e-5);
+    }
+}

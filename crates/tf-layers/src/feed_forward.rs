@@ -1,0 +1,119 @@
+//! The position-wise feed-forward network (§3.3): `FFN(x) = max(0, x W_1 + b_1) W_2 + b_2`,
+//! applied to every position separately and identically.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::{gelu, relu};
+use tf_attention::ConfigError;
+use tf_attention::error::check_nonzero;
+
+/// The non-linearity between the two projections.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum FeedForwardActivation {
+    /// `max(0, x)`, the paper's.
+    Relu,
+    /// Gaussian error linear unit (exact, erf form), as in BERT and GPT.
+    Gelu,
+}
+
+/// Configuration of [`PositionWiseFeedForward`].
+#[derive(Config, Debug)]
+pub struct PositionWiseFeedForwardConfig {
+    /// Model width `d_model` (input and output).
+    pub d_model: usize,
+    /// Inner width `d_ff` (2048 in the base model).
+    pub d_ff: usize,
+    /// Default: ReLU, as in the paper.
+    #[config(default = "FeedForwardActivation::Relu")]
+    pub activation: FeedForwardActivation,
+}
+
+impl PositionWiseFeedForwardConfig {
+    /// Checks that the config builds a working module.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_nonzero("PositionWiseFeedForwardConfig", "d_model", self.d_model)?;
+        check_nonzero("PositionWiseFeedForwardConfig", "d_ff", self.d_ff)
+    }
+
+    /// Builds the module, or says why the config cannot.
+    pub fn try_init(
+        &self,
+        device: &burn::tensor::Device,
+    ) -> Result<PositionWiseFeedForward, ConfigError> {
+        self.validate()?;
+        Ok(PositionWiseFeedForward {
+            inner: LinearConfig::new(self.d_model, self.d_ff).init(device),
+            outer: LinearConfig::new(self.d_ff, self.d_model).init(device),
+            activation: self.activation,
+        })
+    }
+
+    /// Builds the module.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails, with its message.
+    pub fn init(&self, device: &burn::tensor::Device) -> PositionWiseFeedForward {
+        self.try_init(device).unwrap_or_else(|err| panic!("{err}"))
+    }
+}
+
+/// Two linear maps with a non-linearity between them.
+#[derive(Module, Debug)]
+pub struct PositionWiseFeedForward {
+    /// `W_1, b_1`: `d_model → d_ff`.
+    pub inner: Linear,
+    /// `W_2, b_2`: `d_ff → d_model`.
+    pub outer: Linear,
+    /// ReLU (paper) or GELU.
+    #[module(skip)]
+    pub activation: FeedForwardActivation,
+}
+
+impl PositionWiseFeedForward {
+    /// # Shapes
+    /// - `x`: `[batch, seq_len, d_model]`
+    /// - returns `[batch, seq_len, d_model]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let hidden = self.inner.forward(x); // [batch, seq_len, d_ff]
+        let hidden = match self.activation {
+            FeedForwardActivation::Relu => relu(hidden),
+            FeedForwardActivation::Gelu => gelu(hidden),
+        };
+        self.outer.forward(hidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn relu_ffn_by_hand() {
+        // d_model 1, d_ff 2: W1 = [1, -1], b1 = [0, 0], W2 = [[2], [3]], b2 = [1].
+        // x = 2: hidden = relu([2, -2]) = [2, 0]; out = 2·2 + 0·3 + 1 = 5.
+        // x = -1: hidden = relu([-1, 1]) = [0, 1]; out = 3 + 1 = 4.
+        let device = Device::flex();
+        let mut ffn = PositionWiseFeedForwardConfig::new(1, 2).init(&device);
+        let weight = |v: Vec<f32>, shape: [usize; 2]| {
+            Tensor::<2>::from_data(TensorData::new(v, shape), &device)
+        };
+        let bias =
+            |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
+        ffn.inner.weight = ffn.inner.weight.map(|_| weight(vec![1.0, -1.0], [1, 2]));
+        ffn.inner.bias = ffn.inner.bias.map(|b| b.map(|_| bias(vec![0.0, 0.0])));
+        ffn.outer.weight = ffn.outer.weight.map(|_| weight(vec![2.0, 3.0], [2, 1]));
+        ffn.outer.bias = ffn.outer.bias.map(|b| b.map(|_| bias(vec![1.0])));
+        let x = Tensor::<3>::from_data(TensorData::new(vec![2.0f32, -1.0], [1, 2, 1]), &device);
+        let out = ffn.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(out, [5.0, 4.0]);
+    }
+
+    #[test]
+    fn zero_sizes_are_refused() {
+        assert!(PositionWiseFeedForwardConfig::new(4, 0).validate().is_err());
+        assert!(PositionWiseFeedForwardConfig::new(0, 4).validate().is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The one configuration both layer kinds share: an encoder layer and a decoder layer of a model
+//! have the same widths, heads, dropout and norm placement.
+
+use burn::config::Config;
+use burn::tensor::Device;
+use tf_attention::error::{check_nonzero, check_probability};
+use tf_attention::{ConfigError, MultiHeadAttentionConfig};
+
+use crate::decoder_layer::DecoderLayer;
+use crate::encoder_layer::EncoderLayer;
+use crate::feed_forward::{FeedForwardActivation, PositionWiseFeedForwardConfig};
+use crate::residual::{NormPosition, ResidualNormConfig};
+
+/// Configuration of an [`EncoderLayer`] or a [`DecoderLayer`]; defaults are the base model's
+/// (Table 3): `d_model` 512, 8 heads, `d_ff` 2048, `P_drop` 0.1, ReLU, post-norm.
+#[derive(Config, Debug)]
+pub struct TransformerLayerConfig {
+    /// Model width. Default: 512.
+    #[config(default = 512)]
+    pub d_model: usize,
+    /// Attention heads; must divide `d_model`. Default: 8.
+    #[config(default = 8)]
+    pub n_heads: usize,
+    /// Feed-forward inner width. Default: 2048.
+    #[config(default = 2048)]
+    pub d_ff: usize,
+    /// Dropout on every sublayer output (§5.4). Default: 0.1.
+    #[config(default = 0.1)]
+    pub dropout: f64,
+    /// Dropout on attention weights. Default: 0.0 (the paper uses none).
+    #[config(default = 0.0)]
+    pub attention_dropout: f64,
+    /// Feed-forward non-linearity. Default: ReLU.
+    #[config(default = "FeedForwardActivation::Relu")]
+    pub activation: FeedForwardActivation,
+    /// Post-norm (paper) or pre-norm. Default: post-norm.
+    #[config(default = "NormPosition::Post")]
+    pub norm_position: NormPosition,
+    /// LayerNorm epsilon. Default: 1e-5.
+    #[config(default = 1e-5)]
+    pub layer_norm_eps: f64,
+}
+
+impl TransformerLayerConfig {
+    /// Checks that the config builds working layers, naming the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const NAME: &str = "TransformerLayerConfig";
+        self.attention().validate()?;
+        self.feed_forward().validate()?;
+        check_probability(NAME, "dropout", self.dropout)?;
+        check_nonzero(NAME, "d_model", self.d_model)?;
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(ConfigError::new(
+                NAME,
+                format!(
+                    "layer_norm_eps must be positive, got {}",
+                    self.layer_norm_eps
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The attention sublayers' config.
+    pub fn attention(&self) -> MultiHeadAttentionConfig {
+        MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
+            .with_attention_dropout(self.attention_dropout)
+    }
+
+    /// The feed-forward sublayer's config.
+    pub fn feed_forward(&self) -> PositionWiseFeedForwardConfig {
+        PositionWiseFeedForwardConfig::new(self.d_model, self.d_ff).with_activation(self.activation)
+    }
+
+    /// The residual wrapper's config.
+    pub fn residual(&self) -> ResidualNormConfig {
+        ResidualNormConfig::new(self.d_model, self.dropout, self.norm_position)
+            .with_layer_norm_eps(self.layer_norm_eps)
+    }
+
+    /// Builds an encoder layer, or says why the config cannot.
+    pub fn try_init_encoder(&self, device: &Device) -> Result<EncoderLayer, ConfigError> {
+        self.validate()?;
+        Ok(EncoderLayer {
+            self_attn: self.attention().init(device),
+            self_attn_residual: self.residual().init(device),
+            ffn: self.feed_forward().init(device),
+            ffn_residual: self.residual().init(device),
+        })
+    }
+
+    /// Builds a decoder layer, or says why the config cannot.
+    pub fn try_init_decoder(&self, device: &Device) -> Result<DecoderLayer, ConfigError> {
+        self.validate()?;
+        Ok(DecoderLayer {
+            self_attn: self.attention().init(device),
+            self_attn_residual: self.residual().init(device),
+            cross_attn: self.attention().init(device),
+            cross_attn_residual: self.residual().init(device),
+            ffn: self.feed_forward().init(device),
+            ffn_residual: self.residual().init(device),
+        })
+    }
+
+    /// Builds an encoder layer.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails, with its message.
+    pub fn init_encoder(&self, device: &Device) -> EncoderLayer {
+        self.try_init_encoder(device)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Builds a decoder layer.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails, with its message.
+    pub fn init_decoder(&self, device: &Device) -> DecoderLayer {
+        self.try_init_decoder(device)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_base_model() {
+        let c = TransformerLayerConfig::new();
+        assert_eq!(
+            (c.d_model, c.n_heads, c.d_ff, c.dropout),
+            (512, 8, 2048, 0.1)
+        );
+        assert_eq!(c.norm_position, NormPosition::Post);
+        assert_eq!(c.activation, FeedForwardActivation::Relu);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn invalid_layers_are_refused() {
+        let heads = TransformerLayerConfig::new()
+            .with_d_model(30)
+            .with_n_heads(4);
+        assert!(heads.validate().unwrap_err().to_string().contains("(30)"));
+        assert!(
+            TransformerLayerConfig::new()
+                .with_dropout(-0.1)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            TransformerLayerConfig::new()
+                .with_d_ff(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            TransformerLayerConfig::new()
+                .with_layer_norm_eps(0.0)
+                .validate()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! The decoder: a stack of identical layers (§3.1), optionally ending in a LayerNorm.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::tensor::{Bool, Device, Tensor};
+use tf_attention::SelfAttentionCache;
+use tf_layers::{CrossAttentionMemory, DecoderLayer, DecoderLayerWeights, TransformerLayerConfig};
+
+/// `N` decoder layers and an optional final LayerNorm.
+#[derive(Module, Debug)]
+pub struct Decoder {
+    /// The layers, applied in order.
+    pub layers: Vec<DecoderLayer>,
+    /// LayerNorm on the stack's output (pre-norm stacks need one).
+    pub final_norm: Option<LayerNorm>,
+}
+
+impl Decoder {
+    /// `n_layers` layers of `layer`; the config is validated by the caller.
+    pub fn new(
+        layer: &TransformerLayerConfig,
+        n_layers: usize,
+        final_norm: bool,
+        device: &Device,
+    ) -> Self {
+        Self {
+            layers: (0..n_layers).map(|_| layer.init_decoder(device)).collect(),
+            final_norm: final_norm.then(|| {
+                LayerNormConfig::new(layer.d_model)
+                    .with_epsilon(layer.layer_norm_eps)
+                    .init(device)
+            }),
+        }
+    }
+
+    /// Each layer's cross-attention keys and values of the encoder output.
+    ///
+    /// # Shapes
+    /// - `encoder_output`: `[batch, src_len, d_model]`
+    /// - `pad_mask`: `[batch, src_len]`, `true` = padding
+    pub fn memory(
+        &self,
+        encoder_output: Tensor<3>,
+        pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Vec<CrossAttentionMemory> {
+        self.layers
+            .iter()
+            .map(|layer| layer.memory(encoder_output.clone(), pad_mask.clone()))
+            .collect()
+    }
+
+    /// With `caches` (one per layer), `x` holds only the new positions.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tgt_len, d_model]` (embedded and position-encoded)
+    /// - `tgt_pad_mask`: `[batch, k_len]`, `true` = padding (`k_len` counts cached positions)
+    /// - returns `[batch, tgt_len, d_model]` and, when asked, each layer's weights
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        memory: &[CrossAttentionMemory],
+        tgt_pad_mask: Option<Tensor<2, Bool>>,
+        caches: Option<&mut [SelfAttentionCache]>,
+        return_weights: bool,
+    ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
+        assert_eq!(
+            memory.len(),
+            self.layers.len(),
+            "one cross-attention memory per layer"
+        );
+        let mut caches = caches.map(|c| {
+            assert_eq!(
+                c.len(),
+                self.layers.len(),
+                "one self-attention cache per layer"
+            );
+            c.iter_mut()
+        });
+        let mut weights = Vec::new();
+        let mut x = x;
+        for (layer, layer_memory) in self.layers.iter().zip(memory) {
+            let cache = caches.as_mut().and_then(|c| c.next());
+            let (out, layer_weights) =
+                layer.forward(x, layer_memory, tgt_pad_mask.clone(), cache, return_weights);
+            x = out;
+            weights.extend(layer_weights);
+        }
+        let x = match &self.final_norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        };
+        (x, weights)
+    }
+}

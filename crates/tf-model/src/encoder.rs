@@ -1,0 +1,59 @@
+//! The encoder: a stack of identical layers (§3.1), optionally ending in a LayerNorm.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::tensor::{Bool, Device, Tensor};
+use tf_layers::{EncoderLayer, TransformerLayerConfig};
+
+/// `N` encoder layers and an optional final LayerNorm.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    /// The layers, applied in order.
+    pub layers: Vec<EncoderLayer>,
+    /// LayerNorm on the stack's output (pre-norm stacks need one).
+    pub final_norm: Option<LayerNorm>,
+}
+
+impl Encoder {
+    /// `n_layers` layers of `layer`; the config is validated by the caller.
+    pub fn new(
+        layer: &TransformerLayerConfig,
+        n_layers: usize,
+        final_norm: bool,
+        device: &Device,
+    ) -> Self {
+        Self {
+            layers: (0..n_layers).map(|_| layer.init_encoder(device)).collect(),
+            final_norm: final_norm.then(|| {
+                LayerNormConfig::new(layer.d_model)
+                    .with_epsilon(layer.layer_norm_eps)
+                    .init(device)
+            }),
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, src_len, d_model]` (embedded and position-encoded)
+    /// - `pad_mask`: `[batch, src_len]`, `true` = padding
+    /// - returns `[batch, src_len, d_model]` and, when asked, each layer's self-attention weights
+    ///   `[batch, n_heads, src_len, src_len]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        pad_mask: Option<Tensor<2, Bool>>,
+        return_weights: bool,
+    ) -> (Tensor<3>, Vec<Tensor<4>>) {
+        let mut weights = Vec::new();
+        let mut x = x;
+        for layer in &self.layers {
+            let (out, layer_weights) = layer.forward(x, pad_mask.clone(), return_weights);
+            x = out;
+            weights.extend(layer_weights);
+        }
+        let x = match &self.final_norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        };
+        (x, weights)
+    }
+}

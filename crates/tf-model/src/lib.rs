@@ -1,0 +1,36 @@
+//! # tf-model
+//!
+//! The encoder–decoder Transformer of "Attention Is All You Need" (Vaswani et al., 2017) for
+//! [burn]: token embeddings scaled by `√d_model` (§3.4) with optional weight sharing, the
+//! encoder and decoder stacks (§3.1), the whole model, and greedy decoding with an explicit
+//! key/value cache.
+//!
+//! ```
+//! use burn::tensor::{Device, Int, Tensor};
+//! use tf_model::{GreedyOptions, TransformerConfig};
+//!
+//! let device = Device::flex();
+//! let model = TransformerConfig::tiny(12, 12).init(&device);
+//! let src = Tensor::<2, Int>::from_ints([[3, 4, 5]], &device);
+//! let tgt = Tensor::<2, Int>::from_ints([[1, 5, 4]], &device);
+//! let logits = model.forward(src.clone(), tgt, None, None);
+//! assert_eq!(logits.dims(), [1, 3, 12]); // [batch, tgt_len, tgt_vocab]
+//! let tokens = model.greedy_decode(src, None, &GreedyOptions::new(1, 2, 5)).unwrap();
+//! assert!(tokens[0].len() <= 5);
+//! ```
+
+pub mod cache;
+pub mod config;
+pub mod decoder;
+pub mod embedding;
+pub mod encoder;
+pub mod greedy;
+pub mod transformer;
+
+pub use cache::DecoderCache;
+pub use config::{EmbeddingSharing, FinalNorm, TransformerConfig};
+pub use decoder::Decoder;
+pub use embedding::ScaledEmbedding;
+pub use encoder::Encoder;
+pub use greedy::{DecodeError, GreedyOptions};
+pub use transformer::{Memory, Transformer, TransformerOutput};

@@ -1,0 +1,361 @@
+//! The encoder–decoder Transformer (§3, Figure 1).
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::module::linear;
+use burn::tensor::{Bool, Device, Int, Tensor};
+use tf_attention::SelfAttentionCache;
+use tf_layers::{DecoderLayerWeights, PositionalEncoding};
+
+use crate::cache::DecoderCache;
+use crate::config::{EmbeddingSharing, TransformerConfig};
+use crate::decoder::Decoder;
+use crate::embedding::ScaledEmbedding;
+use crate::encoder::Encoder;
+
+/// The encoder–decoder Transformer. Build it with [`TransformerConfig::init`].
+#[derive(Module, Debug)]
+pub struct Transformer {
+    /// Source token embedding (also the target's and the output projection with
+    /// [`EmbeddingSharing::All`]).
+    pub src_embedding: ScaledEmbedding,
+    /// Target token embedding; `None` when it is the source embedding.
+    pub tgt_embedding: Option<ScaledEmbedding>,
+    /// Output projection to target logits; `None` when tied to the target embedding.
+    pub generator: Option<Linear>,
+    /// Position information added to both embeddings.
+    pub positional: PositionalEncoding,
+    /// Dropout on the embedding + position sums (§5.4).
+    pub embedding_dropout: Dropout,
+    /// The encoder stack.
+    pub encoder: Encoder,
+    /// The decoder stack.
+    pub decoder: Decoder,
+}
+
+/// The encoder's output and which source positions are padding: what the decoder attends to.
+#[derive(Clone, Debug)]
+pub struct Memory {
+    /// # Shapes
+    /// `[batch, src_len, d_model]`
+    pub output: Tensor<3>,
+    /// # Shapes
+    /// `[batch, src_len]`, `true` = padding
+    pub pad_mask: Option<Tensor<2, Bool>>,
+}
+
+/// Logits and every attention block's weights, from [`Transformer::forward_with_attention`].
+#[derive(Clone, Debug)]
+pub struct TransformerOutput {
+    /// `[batch, tgt_len, tgt_vocab]`.
+    pub logits: Tensor<3>,
+    /// Per encoder layer, `[batch, n_heads, src_len, src_len]`.
+    pub encoder_self_attn: Vec<Tensor<4>>,
+    /// Per decoder layer, self- and cross-attention weights.
+    pub decoder: Vec<DecoderLayerWeights>,
+}
+
+impl Transformer {
+    /// Builds the modules of a validated `config`; use [`TransformerConfig::init`].
+    pub(crate) fn new(config: &TransformerConfig, device: &Device) -> Self {
+        let embedding = |vocab| ScaledEmbedding::new(vocab, config.d_model, device);
+        let (tgt_embedding, generator) = match config.embedding_sharing {
+            EmbeddingSharing::Separate => (
+                Some(embedding(config.tgt_vocab)),
+                Some(LinearConfig::new(config.d_model, config.tgt_vocab).init(device)),
+            ),
+            EmbeddingSharing::TargetOutput => (Some(embedding(config.tgt_vocab)), None),
+            EmbeddingSharing::All => (None, None),
+        };
+        let layer = config.layer();
+        Self {
+            src_embedding: embedding(config.src_vocab),
+            tgt_embedding,
+            generator,
+            positional: config.positional().init(device),
+            embedding_dropout: DropoutConfig::new(config.dropout).init(),
+            encoder: Encoder::new(
+                &layer,
+                config.n_encoder_layers,
+                config.has_final_norm(),
+                device,
+            ),
+            decoder: Decoder::new(
+                &layer,
+                config.n_decoder_layers,
+                config.has_final_norm(),
+                device,
+            ),
+        }
+    }
+
+    /// Longest source or target sequence the positional encoding covers.
+    pub fn max_len(&self) -> usize {
+        self.positional.max_len
+    }
+
+    /// Teacher-forced logits of every target position.
+    ///
+    /// # Shapes
+    /// - `src`: `[batch, src_len]` token ids
+    /// - `tgt`: `[batch, tgt_len]` token ids (the target shifted right, starting with BOS)
+    /// - `src_pad_mask`: `[batch, src_len]`, `true` = padding
+    /// - `tgt_pad_mask`: `[batch, tgt_len]`, `true` = padding
+    /// - returns `[batch, tgt_len, tgt_vocab]`
+    pub fn forward(
+        &self,
+        src: Tensor<2, Int>,
+        tgt: Tensor<2, Int>,
+        src_pad_mask: Option<Tensor<2, Bool>>,
+        tgt_pad_mask: Option<Tensor<2, Bool>>,
+    ) -> Tensor<3> {
+        let memory = self.encode(src, src_pad_mask);
+        self.decode(tgt, &memory, tgt_pad_mask, None)
+    }
+
+    /// [`forward`](Self::forward), also returning the attention weights of every layer and head.
+    /// Takes the explicit attention path; `forward` stays on the fused one.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    pub fn forward_with_attention(
+        &self,
+        src: Tensor<2, Int>,
+        tgt: Tensor<2, Int>,
+        src_pad_mask: Option<Tensor<2, Bool>>,
+        tgt_pad_mask: Option<Tensor<2, Bool>>,
+    ) -> TransformerOutput {
+        let (memory, encoder_self_attn) = self.encode_inner(src, src_pad_mask, true);
+        let layer_memory = self.decoder.memory(memory.output, memory.pad_mask);
+        let (logits, decoder) = self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, true);
+        TransformerOutput {
+            logits,
+            encoder_self_attn,
+            decoder,
+        }
+    }
+
+    /// Runs the encoder.
+    ///
+    /// # Shapes
+    /// - `src`: `[batch, src_len]` token ids
+    /// - `src_pad_mask`: `[batch, src_len]`, `true` = padding
+    pub fn encode(&self, src: Tensor<2, Int>, src_pad_mask: Option<Tensor<2, Bool>>) -> Memory {
+        self.encode_inner(src, src_pad_mask, false).0
+    }
+
+    /// A cache for decoding against `memory` step by step; projects the cross-attention keys and
+    /// values of every decoder layer once.
+    pub fn new_cache(&self, memory: &Memory) -> DecoderCache {
+        DecoderCache {
+            self_attn: vec![SelfAttentionCache::default(); self.decoder.layers.len()],
+            memory: self
+                .decoder
+                .memory(memory.output.clone(), memory.pad_mask.clone()),
+            len: 0,
+        }
+    }
+
+    /// Logits of the target positions given.
+    ///
+    /// Without `cache`, `tgt` is the whole target prefix. With `cache` (from
+    /// [`new_cache`](Self::new_cache) on the same `memory`), `tgt` holds only the positions after
+    /// the `cache.len` already decoded, which the cache then includes; the cross-attention keys
+    /// and values come from the cache.
+    ///
+    /// # Shapes
+    /// - `tgt`: `[batch, tgt_len]` token ids
+    /// - `tgt_pad_mask`: `[batch, k_len]`, `true` = padding, `k_len = cache.len + tgt_len`
+    /// - returns `[batch, tgt_len, tgt_vocab]`
+    pub fn decode(
+        &self,
+        tgt: Tensor<2, Int>,
+        memory: &Memory,
+        tgt_pad_mask: Option<Tensor<2, Bool>>,
+        cache: Option<&mut DecoderCache>,
+    ) -> Tensor<3> {
+        let [_, tgt_len] = tgt.dims();
+        match cache {
+            Some(cache) => {
+                let offset = cache.len;
+                let (logits, _) = self.decode_inner(
+                    tgt,
+                    &cache.memory,
+                    tgt_pad_mask,
+                    Some(&mut cache.self_attn),
+                    offset,
+                    false,
+                );
+                cache.len += tgt_len;
+                logits
+            }
+            None => {
+                let layer_memory = self
+                    .decoder
+                    .memory(memory.output.clone(), memory.pad_mask.clone());
+                self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, false)
+                    .0
+            }
+        }
+    }
+
+    /// The target embedding (the source one when shared).
+    fn tgt_embedding(&self) -> &ScaledEmbedding {
+        self.tgt_embedding.as_ref().unwrap_or(&self.src_embedding)
+    }
+
+    /// Embedding × √d_model + positions from `offset`, then dropout (§3.4, §3.5, §5.4).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq_len]`
+    /// - returns `[batch, seq_len, d_model]`
+    fn embed(
+        &self,
+        embedding: &ScaledEmbedding,
+        tokens: Tensor<2, Int>,
+        offset: usize,
+    ) -> Tensor<3> {
+        let x = self.positional.forward(embedding.forward(tokens), offset);
+        self.embedding_dropout.forward(x)
+    }
+
+    fn encode_inner(
+        &self,
+        src: Tensor<2, Int>,
+        src_pad_mask: Option<Tensor<2, Bool>>,
+        return_weights: bool,
+    ) -> (Memory, Vec<Tensor<4>>) {
+        let x = self.embed(&self.src_embedding, src, 0);
+        let (output, weights) = self
+            .encoder
+            .forward(x, src_pad_mask.clone(), return_weights);
+        let memory = Memory {
+            output,
+            pad_mask: src_pad_mask,
+        };
+        (memory, weights)
+    }
+
+    fn decode_inner(
+        &self,
+        tgt: Tensor<2, Int>,
+        layer_memory: &[tf_layers::CrossAttentionMemory],
+        tgt_pad_mask: Option<Tensor<2, Bool>>,
+        caches: Option<&mut [SelfAttentionCache]>,
+        offset: usize,
+        return_weights: bool,
+    ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
+        let x = self.embed(self.tgt_embedding(), tgt, offset);
+        let (x, weights) =
+            self.decoder
+                .forward(x, layer_memory, tgt_pad_mask, caches, return_weights);
+        (self.project(x), weights)
+    }
+
+    /// The pre-softmax projection, tied to the target embedding unless a generator exists.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tgt_len, d_model]`
+    /// - returns `[batch, tgt_len, tgt_vocab]`
+    fn project(&self, x: Tensor<3>) -> Tensor<3> {
+        match &self.generator {
+            Some(generator) => generator.forward(x),
+            None => linear(x, self.tgt_embedding().weight().transpose(), None), // x Eᵀ
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EmbeddingSharing, TransformerConfig};
+    use burn::tensor::Device;
+
+    fn tiny() -> TransformerConfig {
+        TransformerConfig::tiny(13, 13)
+            .with_d_model(16)
+            .with_n_heads(2)
+            .with_d_ff(32)
+            .with_dropout(0.0)
+            .with_max_len(16)
+    }
+
+    #[test]
+    fn changing_a_future_target_token_leaves_earlier_logits_unchanged() {
+        let device = Device::flex();
+        let model = tiny().init(&device);
+        let src = Tensor::<2, Int>::from_ints([[3, 4, 5]], &device);
+        let a = model.forward(
+            src.clone(),
+            Tensor::from_ints([[1, 6, 7, 8]], &device),
+            None,
+            None,
+        );
+        let b = model.forward(src, Tensor::from_ints([[1, 6, 7, 12]], &device), None, None);
+        let early = |t: Tensor<3>| t.narrow(1, 0, 3);
+        let diff = (early(a.clone()) - early(b.clone()))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(diff <= 1e-6, "{diff}");
+        let last = (a.narrow(1, 3, 1) - b.narrow(1, 3, 1))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(last > 1e-4, "the changed position itself must change");
+    }
+
+    #[test]
+    fn source_padding_does_not_change_the_logits() {
+        let device = Device::flex();
+        let model = tiny().init(&device);
+        let tgt = Tensor::<2, Int>::from_ints([[1, 6, 7]], &device);
+        let alone = model.forward(
+            Tensor::from_ints([[3, 4]], &device),
+            tgt.clone(),
+            None,
+            None,
+        );
+        let src = Tensor::<2, Int>::from_ints([[3, 4, 0, 0]], &device);
+        let padded = model.forward(src.clone(), tgt, Some(src.equal_elem(0)), None);
+        let diff = (alone - padded).abs().max().into_scalar::<f32>();
+        assert!(diff <= 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn embedding_sharing_removes_matrices() {
+        let device = Device::flex();
+        let count = |sharing| {
+            tiny()
+                .with_embedding_sharing(sharing)
+                .init(&device)
+                .num_params()
+        };
+        let (separate, target_output, all) = (
+            count(EmbeddingSharing::Separate),
+            count(EmbeddingSharing::TargetOutput),
+            count(EmbeddingSharing::All),
+        );
+        // A 13 × 16 matrix (and the generator's 13 biases) per sharing step.
+        assert_eq!(separate - target_output, 13 * 16 + 13);
+        assert_eq!(target_output - all, 13 * 16);
+    }
+
+    #[test]
+    fn captured_weights_have_every_layer_and_sum_to_one() {
+        let device = Device::flex();
+        let model = tiny().init(&device);
+        let src = Tensor::<2, Int>::from_ints([[3, 4, 5]], &device);
+        let tgt = Tensor::<2, Int>::from_ints([[1, 6]], &device);
+        let out = model.forward_with_attention(src.clone(), tgt.clone(), None, None);
+        assert_eq!(out.encoder_self_attn.len(), 2);
+        assert_eq!(out.decoder.len(), 2);
+        assert_eq!(out.decoder[0].cross_attn.dims(), [1, 2, 2, 3]);
+        let sums = out.decoder[1].cross_attn.clone().sum_dim(3);
+        let err = (sums - 1.0).abs().max().into_scalar::<f32>();
+        assert!(err <= 1e-5);
+        let fast = model.forward(src, tgt, None, None);
+        let diff = (fast - out.logits).abs().max().into_scalar::<f32>();
+        assert!(diff <= 1e-5, "{diff}");
+    }
+}

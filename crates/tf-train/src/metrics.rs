@@ -1,0 +1,103 @@
+//! The metrics log: `metrics.csv` in the model directory, one row per logged training step and
+//! per validation, appended (a resumed run continues the same file).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Column names, in order.
+pub const HEADER: &str =
+    "step,split,loss,lr,token_accuracy,exact_match,target_tokens_per_sec,elapsed_secs";
+
+/// One row of the log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsRow {
+    /// Optimizer step.
+    pub step: usize,
+    /// `train` or `valid`.
+    pub split: &'static str,
+    /// Mean label-smoothed loss per target token.
+    pub loss: f64,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// Share of target tokens decoded right (validation only).
+    pub token_accuracy: Option<f64>,
+    /// Share of sequences decoded exactly (validation only).
+    pub exact_match: Option<f64>,
+    /// Training throughput (train rows only).
+    pub target_tokens_per_sec: Option<f64>,
+    /// Wall time since the run began.
+    pub elapsed_secs: f64,
+}
+
+/// Appends rows to a CSV file, writing the header when the file is new.
+pub struct MetricsLog {
+    out: BufWriter<File>,
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending.
+    pub fn open(path: &Path) -> Result<Self> {
+        let is_new = !path.exists() || std::fs::metadata(path)?.len() == 0;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        if is_new {
+            writeln!(out, "{HEADER}")?;
+        }
+        Ok(Self { out })
+    }
+
+    /// Appends one row and flushes it.
+    pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
+        let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+        writeln!(
+            self.out,
+            "{},{},{:.6},{:.6e},{},{},{},{:.1}",
+            row.step,
+            row.split,
+            row.loss,
+            row.lr,
+            opt(row.token_accuracy),
+            opt(row.exact_match),
+            row.target_tokens_per_sec
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_default(),
+            row.elapsed_secs
+        )?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_append_under_one_header() {
+        let path = std::env::temp_dir().join(format!("tf-metrics-{}.csv", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let row = MetricsRow {
+            step: 5,
+            split: "valid",
+            loss: 0.5,
+            lr: 1e-3,
+            exact_match: Some(1.0),
+            ..Default::default()
+        };
+        MetricsLog::open(&path).unwrap().append(&row).unwrap();
+        MetricsLog::open(&path).unwrap().append(&row).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], HEADER);
+        assert_eq!(lines[1], "5,valid,0.500000,1.000000e-3,,1.000000,,0.0");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
