@@ -40,7 +40,7 @@ impl MultiHeadAttentionConfig {
         const NAME: &str = "MultiHeadAttentionConfig";
         check_nonzero(NAME, "d_model", self.d_model)?;
         check_nonzero(NAME, "n_heads", self.n_heads)?;
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(ConfigError::new(
                 NAME,
                 format!(

@@ -14,7 +14,7 @@ use tf_attention::error::check_nonzero;
 pub fn sinusoid(pos: usize, dim: usize, d_model: usize) -> f64 {
     let two_i = (dim - dim % 2) as f64;
     let angle = pos as f64 / 10_000f64.powf(two_i / d_model as f64);
-    if dim % 2 == 0 {
+    if dim.is_multiple_of(2) {
         angle.sin()
     } else {
         angle.cos()

@@ -1,8 +1,9 @@
 //! The decoder: a stack of identical layers (§3.1), optionally ending in a LayerNorm.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Device, Tensor};
+
+use crate::final_norm::FinalLayerNorm;
 use tf_attention::SelfAttentionCache;
 use tf_layers::{CrossAttentionMemory, DecoderLayer, DecoderLayerWeights, TransformerLayerConfig};
 
@@ -12,7 +13,7 @@ pub struct Decoder {
     /// The layers, applied in order.
     pub layers: Vec<DecoderLayer>,
     /// LayerNorm on the stack's output (pre-norm stacks need one).
-    pub final_norm: Option<LayerNorm>,
+    pub final_norm: FinalLayerNorm,
 }
 
 impl Decoder {
@@ -25,11 +26,7 @@ impl Decoder {
     ) -> Self {
         Self {
             layers: (0..n_layers).map(|_| layer.init_decoder(device)).collect(),
-            final_norm: final_norm.then(|| {
-                LayerNormConfig::new(layer.d_model)
-                    .with_epsilon(layer.layer_norm_eps)
-                    .init(device)
-            }),
+            final_norm: FinalLayerNorm::new(layer, final_norm, device),
         }
     }
 
@@ -85,10 +82,6 @@ impl Decoder {
             x = out;
             weights.extend(layer_weights);
         }
-        let x = match &self.final_norm {
-            Some(norm) => norm.forward(x),
-            None => x,
-        };
-        (x, weights)
+        (self.final_norm.forward(x), weights)
     }
 }

@@ -1,8 +1,9 @@
 //! The encoder: a stack of identical layers (§3.1), optionally ending in a LayerNorm.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Device, Tensor};
+
+use crate::final_norm::FinalLayerNorm;
 use tf_layers::{EncoderLayer, TransformerLayerConfig};
 
 /// `N` encoder layers and an optional final LayerNorm.
@@ -11,7 +12,7 @@ pub struct Encoder {
     /// The layers, applied in order.
     pub layers: Vec<EncoderLayer>,
     /// LayerNorm on the stack's output (pre-norm stacks need one).
-    pub final_norm: Option<LayerNorm>,
+    pub final_norm: FinalLayerNorm,
 }
 
 impl Encoder {
@@ -24,11 +25,7 @@ impl Encoder {
     ) -> Self {
         Self {
             layers: (0..n_layers).map(|_| layer.init_encoder(device)).collect(),
-            final_norm: final_norm.then(|| {
-                LayerNormConfig::new(layer.d_model)
-                    .with_epsilon(layer.layer_norm_eps)
-                    .init(device)
-            }),
+            final_norm: FinalLayerNorm::new(layer, final_norm, device),
         }
     }
 
@@ -50,10 +47,6 @@ impl Encoder {
             x = out;
             weights.extend(layer_weights);
         }
-        let x = match &self.final_norm {
-            Some(norm) => norm.forward(x),
-            None => x,
-        };
-        (x, weights)
+        (self.final_norm.forward(x), weights)
     }
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod decoder;
 pub mod embedding;
 pub mod encoder;
+pub mod final_norm;
 pub mod greedy;
 pub mod transformer;
 
@@ -32,5 +33,6 @@ pub use config::{EmbeddingSharing, FinalNorm, TransformerConfig};
 pub use decoder::Decoder;
 pub use embedding::ScaledEmbedding;
 pub use encoder::Encoder;
+pub use final_norm::FinalLayerNorm;
 pub use greedy::{DecodeError, GreedyOptions};
 pub use transformer::{Memory, Transformer, TransformerOutput};

@@ -151,7 +151,7 @@ pub fn train(
             Some(batch.tgt_pad_mask),
         );
         let loss = label_smoothed_cross_entropy(logits, batch.tgt_out, PAD, t.label_smoothing);
-        let logged_loss = (step % t.log_every == 0 || step == 1).then(|| loss.clone());
+        let logged_loss = (step.is_multiple_of(t.log_every) || step == 1).then(|| loss.clone());
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(lr, model, gradients);
         window_tokens += batch.n_target_tokens;
@@ -180,7 +180,7 @@ pub fn train(
             })?;
         }
 
-        if step % t.eval_every == 0 || step == t.steps {
+        if step.is_multiple_of(t.eval_every) || step == t.steps {
             let inference = model.valid();
             let inference_device = device.clone();
             let valid_loss = eval::loss(
@@ -216,7 +216,7 @@ pub fn train(
             })?;
         }
 
-        if step % t.checkpoint_every == 0 || step == t.steps {
+        if step.is_multiple_of(t.checkpoint_every) || step == t.steps {
             state.elapsed_secs = started.elapsed().as_secs_f64();
             dir.save_checkpoint(&model, &optimizer, &state, t.keep_checkpoints)?;
         }
