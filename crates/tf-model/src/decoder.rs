@@ -2,10 +2,10 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor};
-
-use crate::final_norm::FinalLayerNorm;
 use tf_attention::SelfAttentionCache;
 use tf_layers::{CrossAttentionMemory, DecoderLayer, DecoderLayerWeights, TransformerLayerConfig};
+
+use crate::final_norm::FinalLayerNorm;
 
 /// `N` decoder layers and an optional final LayerNorm.
 #[derive(Module, Debug)]

@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor};
+use tf_layers::{EncoderLayer, TransformerLayerConfig};
 
 use crate::final_norm::FinalLayerNorm;
-use tf_layers::{EncoderLayer, TransformerLayerConfig};
 
 /// `N` encoder layers and an optional final LayerNorm.
 #[derive(Module, Debug)]

@@ -3,7 +3,9 @@
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use tf_attention::padding_mask_from_lengths;
+use tf_model::Transformer;
 
+use crate::loss::label_smoothed_cross_entropy;
 use crate::task::{BOS, EOS, Example, PAD};
 
 /// One batch, on a device.
@@ -73,6 +75,21 @@ impl Seq2SeqBatch {
             tgt_out,
             n_target_tokens: lengths.iter().sum(),
         }
+    }
+
+    /// The teacher-forced, label-smoothed loss of `model` on this batch: mean per non-padding
+    /// target token.
+    ///
+    /// # Shapes
+    /// returns `[1]`
+    pub fn loss(self, model: &Transformer, label_smoothing: f64) -> Tensor<1> {
+        let logits = model.forward(
+            self.src,
+            self.tgt_in,
+            Some(self.src_pad_mask),
+            Some(self.tgt_pad_mask),
+        );
+        label_smoothed_cross_entropy(logits, self.tgt_out, PAD, label_smoothing)
     }
 
     /// Pads and places sources alone, for decoding.

@@ -5,8 +5,7 @@ use burn::tensor::Device;
 use tf_model::{GreedyOptions, Transformer};
 
 use crate::batch::Seq2SeqBatch;
-use crate::loss::label_smoothed_cross_entropy;
-use crate::task::{BOS, EOS, Example, PAD};
+use crate::task::{BOS, EOS, Example};
 
 /// How well decoded sequences match their targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -86,16 +85,10 @@ pub fn loss(
     let (mut total, mut tokens) = (0.0, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
         let batch = Seq2SeqBatch::new(chunk, device);
-        let logits = model.forward(
-            batch.src,
-            batch.tgt_in,
-            Some(batch.src_pad_mask),
-            Some(batch.tgt_pad_mask),
-        );
-        let mean = label_smoothed_cross_entropy(logits, batch.tgt_out, PAD, label_smoothing)
-            .into_scalar::<f32>() as f64;
-        total += mean * batch.n_target_tokens as f64;
-        tokens += batch.n_target_tokens;
+        let n_target_tokens = batch.n_target_tokens;
+        let mean = batch.loss(model, label_smoothing).into_scalar::<f32>() as f64;
+        total += mean * n_target_tokens as f64;
+        tokens += n_target_tokens;
     }
     total / tokens.max(1) as f64
 }

@@ -19,10 +19,8 @@ use crate::batch::Seq2SeqBatch;
 use crate::checkpoint::{ModelDir, TrainingState};
 use crate::config::RunConfig;
 use crate::eval;
-use crate::loss::label_smoothed_cross_entropy;
 use crate::metrics::{MetricsLog, MetricsRow};
 use crate::schedule::NoamSchedule;
-use crate::task::PAD;
 
 /// Seed offset of the validation examples, so they are never a training batch.
 const VALIDATION_STREAM: u64 = 0x5EED_0000_0000_0001;
@@ -144,17 +142,12 @@ pub fn train(
 
         let examples = config.task.samples(t.batch_size, batch_seed(t.seed, step));
         let batch = Seq2SeqBatch::new(&examples, &train_device);
-        let logits = model.forward(
-            batch.src,
-            batch.tgt_in,
-            Some(batch.src_pad_mask),
-            Some(batch.tgt_pad_mask),
-        );
-        let loss = label_smoothed_cross_entropy(logits, batch.tgt_out, PAD, t.label_smoothing);
+        let n_target_tokens = batch.n_target_tokens;
+        let loss = batch.loss(&model, t.label_smoothing);
         let logged_loss = (step.is_multiple_of(t.log_every) || step == 1).then(|| loss.clone());
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(lr, model, gradients);
-        window_tokens += batch.n_target_tokens;
+        window_tokens += n_target_tokens;
         progress.inc(1);
 
         if let Some(loss) = logged_loss {
