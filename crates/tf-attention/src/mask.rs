@@ -8,10 +8,10 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// What a block of attention must not look at.
 ///
-/// Kept symbolic (a key-padding mask plus a causal flag) rather than as one dense tensor, so that
-/// the fused attention kernel can take the causal part as its `is_causal` option and never
-/// materialise a `[q_len, k_len]` mask; [`AttentionMask::to_tensor`] builds the dense form for
-/// the explicit path.
+/// Kept symbolic (a key-padding mask, a causal flag and optional blocked query–key pairs) rather
+/// than as one dense tensor, so that the fused attention kernel can take the causal part as its
+/// `is_causal` option and never materialise a `[q_len, k_len]` mask for it;
+/// [`AttentionMask::to_tensor`] builds the dense form for the explicit path.
 #[derive(Clone, Debug, Default)]
 pub struct AttentionMask {
     /// Keys that are padding, `true` = padding (blocked).
@@ -22,6 +22,12 @@ pub struct AttentionMask {
     /// Block every key after the query's position. Aligned at the bottom-right corner: with
     /// `q_len < k_len` (cached decoding) query `i` is position `k_len - q_len + i`.
     pub causal: bool,
+    /// Query–key pairs blocked in every sequence and head, `true` = blocked: an arbitrary
+    /// pattern, like PyTorch's `attn_mask` (the causal pattern is better said with `causal`).
+    ///
+    /// # Shapes
+    /// `[q_len, k_len]`
+    pub pairs: Option<Tensor<2, Bool>>,
 }
 
 impl AttentionMask {
@@ -37,15 +43,15 @@ impl AttentionMask {
     pub fn padding(key_padding: Tensor<2, Bool>) -> Self {
         Self {
             key_padding: Some(key_padding),
-            causal: false,
+            ..Self::default()
         }
     }
 
     /// Block future keys (and, with [`with_key_padding`](Self::with_key_padding), padding).
     pub fn causal() -> Self {
         Self {
-            key_padding: None,
             causal: true,
+            ..Self::default()
         }
     }
 
@@ -58,22 +64,44 @@ impl AttentionMask {
         self
     }
 
-    /// Whether the mask blocks anything at all.
-    pub fn is_empty(&self) -> bool {
-        self.key_padding.is_none() && !self.causal
+    /// The same mask, also blocking the given query–key pairs in every sequence and head.
+    ///
+    /// # Shapes
+    /// - `pairs`: `[q_len, k_len]`, `true` = blocked.
+    pub fn with_pairs(mut self, pairs: Option<Tensor<2, Bool>>) -> Self {
+        self.pairs = pairs;
+        self
     }
 
-    /// The key-padding part alone, broadcast over heads and queries.
+    /// Whether the mask blocks anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.key_padding.is_none() && !self.causal && self.pairs.is_none()
+    }
+
+    /// Everything but the causal part (key padding and blocked pairs), broadcast to one dense
+    /// mask: what the fused kernel takes besides its `is_causal` flag.
     ///
     /// # Shapes
     /// returns `[batch, n_heads, q_len, k_len]`
-    pub fn key_padding_4d(&self, n_heads: usize, q_len: usize) -> Option<Tensor<4, Bool>> {
-        self.key_padding.as_ref().map(|pad| {
-            let [batch, k_len] = pad.dims();
+    pub fn without_causal_4d(
+        &self,
+        [batch, n_heads, q_len, k_len]: [usize; 4],
+    ) -> Option<Tensor<4, Bool>> {
+        let padding = self.key_padding.as_ref().map(|pad| {
             pad.clone()
                 .reshape([batch, 1, 1, k_len]) // [batch, 1, 1, k_len]
                 .expand([batch, n_heads, q_len, k_len])
-        })
+        });
+        let pairs = self.pairs.as_ref().map(|pairs| {
+            pairs
+                .clone()
+                .reshape([1, 1, q_len, k_len]) // [1, 1, q_len, k_len]
+                .expand([batch, n_heads, q_len, k_len])
+        });
+        match (padding, pairs) {
+            (Some(p), Some(q)) => Some(p.bool_or(q)),
+            (p, q) => p.or(q),
+        }
     }
 
     /// The whole mask as one dense tensor, or `None` when nothing is blocked.
@@ -85,13 +113,13 @@ impl AttentionMask {
         [batch, n_heads, q_len, k_len]: [usize; 4],
         device: &Device,
     ) -> Option<Tensor<4, Bool>> {
-        let padding = self.key_padding_4d(n_heads, q_len);
+        let rest = self.without_causal_4d([batch, n_heads, q_len, k_len]);
         let future = self.causal.then(|| {
             causal_mask(q_len, k_len, device)
                 .reshape([1, 1, q_len, k_len]) // [1, 1, q_len, k_len]
                 .expand([batch, n_heads, q_len, k_len])
         });
-        match (padding, future) {
+        match (rest, future) {
             (Some(p), Some(f)) => Some(p.bool_or(f)),
             (p, f) => p.or(f),
         }
@@ -205,5 +233,19 @@ mod tests {
                 .to_tensor([1, 1, 2, 2], &device)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn blocked_pairs_join_the_padding_in_every_head() {
+        let device = Device::flex();
+        let (t, f) = (true, false);
+        let pairs =
+            Tensor::<2, Bool>::from_data(TensorData::new(vec![f, t, f, f], [2, 2]), &device);
+        let pad = padding_mask_from_lengths(&[2, 1], 2, &device);
+        let mask = AttentionMask::padding(pad).with_pairs(Some(pairs));
+        assert!(!mask.is_empty());
+        let dense = bools(mask.to_tensor([2, 1, 2, 2], &device).unwrap());
+        // Sequence 0 (no padding): the pair pattern alone; sequence 1: key 1 padded as well.
+        assert_eq!(dense, [f, t, f, f, f, t, f, t]);
     }
 }

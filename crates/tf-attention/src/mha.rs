@@ -98,6 +98,14 @@ pub struct MultiHeadAttention {
     pub d_k: usize,
 }
 
+/// The three matrices of `in_proj`, in their order.
+#[derive(Clone, Copy, Debug)]
+enum Projection {
+    Query = 0,
+    Key = 1,
+    Value = 2,
+}
+
 /// Keys and values, projected and split into heads.
 #[derive(Clone, Debug)]
 pub struct KeyValue {
@@ -247,14 +255,7 @@ impl MultiHeadAttention {
         mask: &AttentionMask,
         return_weights: bool,
     ) -> AttentionOutput {
-        let d_model = self.d_model();
-        let weight = self.in_proj.weight.val().narrow(1, 0, d_model); // W^Q: [d_model, d_model]
-        let bias = self
-            .in_proj
-            .bias
-            .as_ref()
-            .map(|b| b.val().narrow(0, 0, d_model));
-        let query = self.split_heads(linear(x, weight, bias));
+        let query = self.split_heads(self.project(x, Projection::Query, 1));
         self.attend(query, memory.clone(), mask, return_weights)
     }
 
@@ -264,14 +265,8 @@ impl MultiHeadAttention {
     /// - `source`: `[batch, k_len, d_model]`
     /// - returns key and value `[batch, n_heads, k_len, d_k]`
     pub fn project_key_value(&self, source: Tensor<3>) -> KeyValue {
-        let d_model = self.d_model();
-        let weight = self.in_proj.weight.val().narrow(1, d_model, 2 * d_model); // [d_model, 2·d_model]
-        let bias = self
-            .in_proj
-            .bias
-            .as_ref()
-            .map(|b| b.val().narrow(0, d_model, 2 * d_model));
-        let [k, v] = linear(source, weight, bias) // [batch, k_len, 2·d_model]
+        let [k, v] = self
+            .project(source, Projection::Key, 2) // [batch, k_len, 2·d_model]
             .chunk(2, 2)
             .try_into()
             .expect("chunk of 2·d_model into 2");
@@ -279,6 +274,48 @@ impl MultiHeadAttention {
             key: self.split_heads(k),
             value: self.split_heads(v),
         }
+    }
+
+    /// Attention of `query` over a `key` and a `value` given separately, as
+    /// `torch.nn.MultiheadAttention(query, key, value)`: each is projected with its own
+    /// matrix (W^Q, W^K, W^V).
+    ///
+    /// # Shapes
+    /// - `query`: `[batch, q_len, d_model]`
+    /// - `key`, `value`: `[batch, k_len, d_model]`
+    /// - returns context `[batch, q_len, d_model]`, weights `[batch, n_heads, q_len, k_len]`
+    pub fn forward(
+        &self,
+        query: Tensor<3>,
+        key: Tensor<3>,
+        value: Tensor<3>,
+        mask: &AttentionMask,
+        return_weights: bool,
+    ) -> AttentionOutput {
+        let query = self.split_heads(self.project(query, Projection::Query, 1));
+        let key_value = KeyValue {
+            key: self.split_heads(self.project(key, Projection::Key, 1)),
+            value: self.split_heads(self.project(value, Projection::Value, 1)),
+        };
+        self.attend(query, key_value, mask, return_weights)
+    }
+
+    /// Projects `x` with `count` consecutive matrices of `in_proj`, starting at `first`
+    /// (`Key` with 2 gives K and V in one matmul).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq_len, d_model]`
+    /// - returns `[batch, seq_len, count·d_model]`
+    fn project(&self, x: Tensor<3>, first: Projection, count: usize) -> Tensor<3> {
+        let d_model = self.d_model();
+        let start = first as usize * d_model;
+        let weight = self.in_proj.weight.val().narrow(1, start, count * d_model); // [d_model, count·d_model]
+        let bias = self
+            .in_proj
+            .bias
+            .as_ref()
+            .map(|b| b.val().narrow(0, start, count * d_model));
+        linear(x, weight, bias)
     }
 
     /// All heads attend at once, then are concatenated and projected with W^O.
@@ -433,6 +470,31 @@ mod tests {
         );
         let expected = mha.out_proj.forward(expected.squeeze_dim::<3>(1));
         assert!(max_abs_diff(out.context, expected) <= 1e-5);
+    }
+
+    #[test]
+    fn separate_key_and_value_generalise_cross_attention() {
+        let device = Device::flex();
+        let mha = MultiHeadAttentionConfig::new(8, 2).init(&device);
+        let (x, memory) = (random([2, 3, 8], &device), random([2, 4, 8], &device));
+        let mask = AttentionMask::none();
+        let cross = mha.cross_attention(
+            x.clone(),
+            &mha.project_key_value(memory.clone()),
+            &mask,
+            false,
+        );
+        let general = mha.forward(x.clone(), memory.clone(), memory.clone(), &mask, false);
+        assert!(max_abs_diff(cross.context, general.context) <= 1e-6);
+        // The value's rows are what the context mixes: a zero value gives the output bias alone.
+        let zero_value = mha.forward(x, memory.clone(), memory.zeros_like(), &mask, true);
+        let weights = zero_value.weights.unwrap();
+        let b_v = mha.in_proj.bias.as_ref().unwrap().val().narrow(0, 16, 8);
+        let expected = mha
+            .out_proj
+            .forward(b_v.reshape([1, 1, 8]).expand([2, 3, 8]));
+        assert!(max_abs_diff(zero_value.context, expected) <= 1e-5);
+        assert_eq!(weights.dims(), [2, 2, 3, 4]);
     }
 
     #[test]

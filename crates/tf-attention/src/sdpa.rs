@@ -82,7 +82,7 @@ pub fn scaled_dot_product_attention(
 /// - `query`: `[batch, n_heads, q_len, d_k]`
 /// - `key`: `[batch, n_heads, k_len, d_k]`
 /// - `value`: `[batch, n_heads, k_len, d_v]`
-/// - `mask.key_padding`: `[batch, k_len]`
+/// - `mask.key_padding`: `[batch, k_len]`; `mask.pairs`: `[q_len, k_len]`
 /// - returns `[batch, n_heads, q_len, d_v]`
 pub fn fused_attention(
     query: Tensor<4>,
@@ -90,7 +90,8 @@ pub fn fused_attention(
     value: Tensor<4>,
     mask: &AttentionMask,
 ) -> Tensor<4> {
-    let [_, n_heads, q_len, _] = query.dims();
+    let [batch, n_heads, q_len, _] = query.dims();
+    let k_len = key.dims()[2];
     let options = AttentionModuleOptions {
         scale: None, // 1 / √d_k
         softcap: None,
@@ -100,7 +101,7 @@ pub fn fused_attention(
         query,
         key,
         value,
-        mask.key_padding_4d(n_heads, q_len),
+        mask.without_causal_4d([batch, n_heads, q_len, k_len]),
         None,
         options,
     )

@@ -26,6 +26,7 @@ pub mod embedding;
 pub mod encoder;
 pub mod final_norm;
 pub mod greedy;
+pub mod torch_import;
 pub mod transformer;
 
 pub use cache::DecoderCache;
@@ -35,4 +36,8 @@ pub use embedding::ScaledEmbedding;
 pub use encoder::Encoder;
 pub use final_norm::FinalLayerNorm;
 pub use greedy::{DecodeError, GreedyOptions};
+pub use torch_import::{
+    Imported, TorchImportError, TorchMhaConfig, TorchModuleConfig, TorchTransformerConfig,
+    TransformerStacks, import_multi_head_attention, import_transformer, import_transformer_stacks,
+};
 pub use transformer::{Memory, Transformer, TransformerOutput};

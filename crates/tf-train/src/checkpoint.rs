@@ -131,6 +131,18 @@ impl ModelDir {
         Ok((config, model))
     }
 
+    /// Writes a model directory that holds `model` alone, without checkpoints: the
+    /// configuration, then the weights (what `tf import-torch` writes).
+    pub fn save_model(&self, config: &RunConfig, model: &Transformer) -> Result<()> {
+        self.save_config(config)?;
+        let weights = model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(record_error)?;
+        write_atomic(&self.root.join(MODEL_FILE), &weights)
+    }
+
     /// Writes a checkpoint: the checkpoint directory first (under a temporary name, renamed when
     /// complete), then `latest`, then the top-level weights; then drops all but the newest
     /// `keep` checkpoints.

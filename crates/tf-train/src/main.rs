@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use tf_model::{EmbeddingSharing, TransformerConfig};
+use tf_model::{EmbeddingSharing, TorchModuleConfig, TransformerConfig, import_transformer};
 use tf_train::config::TrainingConfig;
 use tf_train::{Backend, ModelDir, RunConfig, Task, TaskKind, eval};
 
@@ -29,19 +29,23 @@ enum Command {
     Predict(PredictArgs),
     /// Print exact-match and token accuracy on fresh samples of the model's task.
     Eval(EvalArgs),
+    /// Import a PyTorch nn.Transformer state dict (safetensors) into a model directory.
+    ///
+    /// The file holds `model.state_dict()` under PyTorch's names, as written by
+    /// `safetensors.torch.save_file`; the JSON holds the module's arguments (d_model, nhead,
+    /// num_encoder_layers, num_decoder_layers, dim_feedforward, norm_first, activation,
+    /// layer_norm_eps). nn.Transformer has no token embeddings: add `src_embedding.weight` and
+    /// `tgt_embedding.weight` ([vocab, d_model], scaled by sqrt(d_model); the target one is also the
+    /// output projection) to the file, or the model directory keeps freshly initialised ones.
+    ImportTorch(ImportTorchArgs),
 }
 
+/// The built-in task a model is for.
 #[derive(Args, Debug)]
-struct TrainArgs {
-    /// The task to learn.
+struct TaskArgs {
+    /// The task.
     #[arg(long, value_enum, default_value_t = TaskKind::Reverse)]
     task: TaskKind,
-    /// Model directory to write (config, checkpoints, metrics, weights).
-    #[arg(long)]
-    out: PathBuf,
-    /// Continue the run in --out from its newest checkpoint (its saved settings apply).
-    #[arg(long)]
-    resume: bool,
     /// Distinct symbols in the task's sequences.
     #[arg(long, default_value_t = 10)]
     symbols: usize,
@@ -51,6 +55,29 @@ struct TrainArgs {
     /// Longest training sequence.
     #[arg(long, default_value_t = 12)]
     max_len: usize,
+}
+
+impl TaskArgs {
+    fn task(&self) -> Result<Task> {
+        Ok(Task::new(
+            self.task,
+            self.symbols,
+            self.min_len,
+            self.max_len,
+        )?)
+    }
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Model directory to write (config, checkpoints, metrics, weights).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its newest checkpoint (its saved settings apply).
+    #[arg(long)]
+    resume: bool,
     /// Model width d_model.
     #[arg(long, default_value_t = 128)]
     d_model: usize,
@@ -66,6 +93,13 @@ struct TrainArgs {
     /// Dropout on sublayer outputs and embeddings.
     #[arg(long, default_value_t = 0.1)]
     dropout: f64,
+    #[command(flatten)]
+    training: TrainingArgs,
+}
+
+/// How a model is trained (recorded in the model directory).
+#[derive(Parser, Debug)]
+struct TrainingArgs {
     /// Optimizer steps.
     #[arg(long, default_value_t = 3500)]
     steps: usize,
@@ -99,6 +133,44 @@ struct TrainArgs {
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 500)]
     checkpoint_every: usize,
+}
+
+impl TrainingArgs {
+    fn config(&self) -> TrainingConfig {
+        TrainingConfig {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            warmup: self.warmup,
+            peak_lr: self.lr.0,
+            label_smoothing: self.label_smoothing,
+            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+            seed: self.seed,
+            log_every: 50,
+            eval_every: self.eval_every,
+            eval_samples: self.eval_samples,
+            checkpoint_every: self.checkpoint_every,
+            keep_checkpoints: 3,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ImportTorchArgs {
+    /// The state dict, as `safetensors.torch.save_file(model.state_dict(), PATH)` writes it.
+    #[arg(long)]
+    state_dict: PathBuf,
+    /// The module's arguments as JSON: {"kind": "transformer", "d_model": .., "nhead": .., ...}.
+    #[arg(long)]
+    config: PathBuf,
+    /// Model directory to write (must not hold a model yet).
+    #[arg(long)]
+    out: PathBuf,
+    /// The task whose vocabulary the model reads and writes.
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Seed of the parameters the file does not hold (the embeddings, if absent).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -160,11 +232,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train(args, &device),
         Command::Predict(args) => predict(args, &device),
         Command::Eval(args) => evaluate(args, &device),
+        Command::ImportTorch(args) => import_torch(args, &device),
     }
 }
 
 fn train(args: TrainArgs, device: &burn::tensor::Device) -> Result<()> {
-    let task = Task::new(args.task, args.symbols, args.min_len, args.max_len)?;
+    let task = args.task.task()?;
     let vocab = task.vocab_size();
     let model = TransformerConfig::new(vocab, vocab)
         .with_d_model(args.d_model)
@@ -173,25 +246,12 @@ fn train(args: TrainArgs, device: &burn::tensor::Device) -> Result<()> {
         .with_n_decoder_layers(args.layers)
         .with_d_ff(args.d_ff)
         .with_dropout(args.dropout)
-        .with_max_len(args.max_len + 1)
+        .with_max_len(task.max_len + 1)
         .with_embedding_sharing(EmbeddingSharing::All);
     let config = RunConfig {
         model,
         task,
-        training: TrainingConfig {
-            steps: args.steps,
-            batch_size: args.batch_size,
-            warmup: args.warmup,
-            peak_lr: args.lr.0,
-            label_smoothing: args.label_smoothing,
-            grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
-            seed: args.seed,
-            log_every: 50,
-            eval_every: args.eval_every,
-            eval_samples: args.eval_samples,
-            checkpoint_every: args.checkpoint_every,
-            keep_checkpoints: 3,
-        },
+        training: args.training.config(),
     };
     config.validate()?;
     let dir = ModelDir::new(&args.out);
@@ -237,6 +297,62 @@ fn format_params(config: &RunConfig) -> String {
         .init(&burn::tensor::Device::flex())
         .num_params();
     format!("{:.1}M", n as f64 / 1e6)
+}
+
+fn import_torch(args: ImportTorchArgs, device: &burn::tensor::Device) -> Result<()> {
+    let dir = ModelDir::new(&args.out);
+    if dir.has_config() {
+        bail!(
+            "{} already holds a model; choose another --out",
+            args.out.display()
+        );
+    }
+    let json = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let torch = match serde_json::from_str(&json)
+        .with_context(|| format!("{} is not a module description", args.config.display()))?
+    {
+        TorchModuleConfig::Transformer(torch) => torch,
+        TorchModuleConfig::Mha(_) => bail!(
+            "{} describes an nn.MultiheadAttention; a model directory needs an nn.Transformer \
+             (import attention alone with tf_model::import_multi_head_attention)",
+            args.config.display()
+        ),
+    };
+    let state_dict = std::fs::read(&args.state_dict)
+        .with_context(|| format!("cannot read {}", args.state_dict.display()))?;
+    let task = args.task.task()?;
+    let model_config = torch
+        .transformer(task.vocab_size(), task.vocab_size())?
+        .with_max_len(task.max_len + 1);
+    device.seed(args.seed);
+    let imported = import_transformer(&torch, &model_config, &state_dict, device)
+        .with_context(|| format!("importing {}", args.state_dict.display()))?;
+    let config = RunConfig {
+        model: model_config,
+        task,
+        training: TrainingArgs::parse_from(["tf"]).config(),
+    };
+    config.validate()?;
+    dir.save_model(&config, &imported.module)?;
+    println!(
+        "imported {} ({} encoder + {} decoder layers, d_model {}, {} heads) into {}",
+        args.state_dict.display(),
+        torch.num_encoder_layers,
+        torch.num_decoder_layers,
+        torch.d_model,
+        torch.nhead,
+        args.out.display()
+    );
+    if !imported.left_as_initialised.is_empty() {
+        println!(
+            "note: the file has no {}: the model keeps freshly initialised ones (seed {}), so its \
+             outputs mean nothing until they are trained or imported",
+            imported.left_as_initialised.join(" or "),
+            args.seed
+        );
+    }
+    Ok(())
 }
 
 fn predict(args: PredictArgs, device: &burn::tensor::Device) -> Result<()> {
