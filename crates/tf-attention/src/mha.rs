@@ -8,10 +8,10 @@
 //! with the other two. The heads are a reshape, and all of them attend in one batched matmul.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::module::linear;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{ConfigError, check_nonzero, check_probability};
 use crate::mask::AttentionMask;
@@ -20,10 +20,14 @@ use crate::sdpa::{attention_weights, fused_attention};
 /// Configuration of [`MultiHeadAttention`].
 #[derive(Config, Debug)]
 pub struct MultiHeadAttentionConfig {
-    /// Model width `d_model`; must be divisible by `n_heads`.
+    /// Model width `d_model`; must be divisible by `n_heads` unless `head_width` is given.
     pub d_model: usize,
     /// Number of heads `h`.
     pub n_heads: usize,
+    /// Width of one head, `d_k = d_v`. Default: `d_model / n_heads`. Given explicitly by an
+    /// attention whose heads were pruned: fewer heads of the original width.
+    #[config(default = "None")]
+    pub head_width: Option<usize>,
     /// Dropout on the attention weights. Default: 0.0, as in the paper, which drops sublayer
     /// outputs only (§5.4). A non-zero value makes training take the explicit path, since the
     /// fused kernel has no dropout.
@@ -40,7 +44,9 @@ impl MultiHeadAttentionConfig {
         const NAME: &str = "MultiHeadAttentionConfig";
         check_nonzero(NAME, "d_model", self.d_model)?;
         check_nonzero(NAME, "n_heads", self.n_heads)?;
-        if !self.d_model.is_multiple_of(self.n_heads) {
+        if let Some(width) = self.head_width {
+            check_nonzero(NAME, "head_width", width)?;
+        } else if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(ConfigError::new(
                 NAME,
                 format!(
@@ -58,19 +64,21 @@ impl MultiHeadAttentionConfig {
         device: &burn::tensor::Device,
     ) -> Result<MultiHeadAttention, ConfigError> {
         self.validate()?;
+        let d_k = self.head_width.unwrap_or(self.d_model / self.n_heads);
+        let width = self.n_heads * d_k;
         // Glorot-uniform projections, as PyTorch's nn.MultiheadAttention initialises them.
-        let projection = |d_output| {
-            LinearConfig::new(self.d_model, d_output)
+        let projection = |d_input, d_output| {
+            LinearConfig::new(d_input, d_output)
                 .with_bias(self.bias)
                 .with_initializer(Initializer::XavierUniform { gain: 1.0 })
                 .init(device)
         };
         Ok(MultiHeadAttention {
-            in_proj: projection(3 * self.d_model),
-            out_proj: projection(self.d_model),
+            in_proj: projection(self.d_model, 3 * width),
+            out_proj: projection(width, self.d_model),
             attention_dropout: DropoutConfig::new(self.attention_dropout).init(),
             n_heads: self.n_heads,
-            d_k: self.d_model / self.n_heads,
+            d_k,
         })
     }
 
@@ -86,15 +94,15 @@ impl MultiHeadAttentionConfig {
 /// Multi-head attention with W^Q, W^K, W^V (one fused `in_proj`) and W^O (`out_proj`).
 #[derive(Module, Debug)]
 pub struct MultiHeadAttention {
-    /// `[W^Q | W^K | W^V]`, `d_model → 3·d_model`.
+    /// `[W^Q | W^K | W^V]`, `d_model → 3·h·d_k` (`3·d_model` unless heads were pruned).
     pub in_proj: Linear,
-    /// `W^O`, `d_model → d_model`.
+    /// `W^O`, `h·d_k → d_model`.
     pub out_proj: Linear,
     /// Dropout on the attention weights (off by default).
     pub attention_dropout: Dropout,
     /// Number of heads `h`.
     pub n_heads: usize,
-    /// Width of one head, `d_k = d_v = d_model / h`.
+    /// Width of one head, `d_k = d_v` (`d_model / h` unless heads were pruned).
     pub d_k: usize,
 }
 
@@ -196,9 +204,86 @@ pub struct AttentionOutput {
 }
 
 impl MultiHeadAttention {
-    /// Model width `d_model`.
-    pub fn d_model(&self) -> usize {
+    /// Width of all heads side by side, `h·d_k`: `d_model`, unless heads were pruned.
+    pub fn heads_width(&self) -> usize {
         self.n_heads * self.d_k
+    }
+
+    /// The same attention without the heads not in `keep` (indices of heads, in the order
+    /// kept): their columns of W^Q, W^K, W^V and their rows of W^O are removed, so the smaller
+    /// module computes exactly what this one computes with those heads' outputs zeroed (see
+    /// [`gate_heads`](Self::gate_heads)).
+    ///
+    /// # Panics
+    /// If `keep` is empty or names a head that does not exist.
+    pub fn prune_heads(&self, keep: &[usize]) -> Self {
+        assert!(!keep.is_empty(), "an attention keeps at least one head");
+        let width = self.heads_width();
+        let head_columns = |offset: usize| {
+            keep.iter().flat_map(move |&head| {
+                assert!(head < self.n_heads, "head {head} of {}", self.n_heads);
+                let start = offset + head * self.d_k;
+                (start..start + self.d_k).map(|c| c as i64)
+            })
+        };
+        let device = self.in_proj.weight.device();
+        let index = |columns: Vec<i64>| {
+            let n = columns.len();
+            Tensor::<1, Int>::from_data(TensorData::new(columns, [n]), &device)
+        };
+        let qkv = index((0..3).flat_map(|part| head_columns(part * width)).collect());
+        let rows = index(head_columns(0).collect());
+        // New leaves (`detach`), so that the pruned module trains like any other.
+        let select = |linear: &Linear, dim: usize, index: Tensor<1, Int>, bias: bool| Linear {
+            weight: Param::from_tensor(linear.weight.val().select(dim, index.clone()).detach()),
+            bias: linear.bias.as_ref().map(|b| {
+                let b = if bias {
+                    b.val().select(0, index)
+                } else {
+                    b.val()
+                };
+                Param::from_tensor(b.detach())
+            }),
+        };
+        Self {
+            in_proj: select(&self.in_proj, 1, qkv, true), // [d_model, 3·kept·d_k]
+            out_proj: select(&self.out_proj, 0, rows, false), // [kept·d_k, d_model]
+            attention_dropout: self.attention_dropout.clone(),
+            n_heads: keep.len(),
+            d_k: self.d_k,
+        }
+    }
+
+    /// The same attention with head `i`'s output multiplied by `gates[i]` before W^O (the gates
+    /// of Michel et al., 2019): rows of W^O scaled. All gates 1 leave the module unchanged; a
+    /// gate 0 silences its head.
+    ///
+    /// # Shapes
+    /// - `gates`: `[n_heads]`
+    pub fn gate_heads(&self, gates: Tensor<1>) -> Self {
+        let scale = gates
+            .reshape([self.n_heads, 1])
+            .expand([self.n_heads, self.d_k])
+            .reshape([self.heads_width(), 1]); // [h·d_k, 1], one gate per row of W^O
+        let mut gated = self.clone();
+        gated.out_proj.weight = Param::from_tensor((self.out_proj.weight.val() * scale).detach());
+        gated
+    }
+
+    /// `∂L/∂g_i` at gates 1, for each head, from the gradient of the loss with respect to W^O:
+    /// with `W^O_g = diag(g) W^O` by rows, `∂L/∂g_i = Σ_{rows r of head i} Σ_c W^O[r,c] · G[r,c]`.
+    ///
+    /// # Shapes
+    /// - `out_proj_grad`: `[h·d_k, d_model]`, on the device of this module's (non-autodiff)
+    ///   weights
+    /// - returns `[n_heads]`
+    pub fn head_gate_gradients(&self, out_proj_grad: Tensor<2>) -> Tensor<1> {
+        let weight = self.out_proj.weight.val().inner(); // [h·d_k, d_model]
+        (weight * out_proj_grad)
+            .sum_dim(1) // [h·d_k, 1]
+            .reshape([self.n_heads, self.d_k])
+            .sum_dim(1) // [n_heads, 1]
+            .reshape([self.n_heads])
     }
 
     /// Self-attention of `x` over itself (and over the cached positions, with a cache).
@@ -305,16 +390,16 @@ impl MultiHeadAttention {
     ///
     /// # Shapes
     /// - `x`: `[batch, seq_len, d_model]`
-    /// - returns `[batch, seq_len, count·d_model]`
+    /// - returns `[batch, seq_len, count·h·d_k]`
     fn project(&self, x: Tensor<3>, first: Projection, count: usize) -> Tensor<3> {
-        let d_model = self.d_model();
-        let start = first as usize * d_model;
-        let weight = self.in_proj.weight.val().narrow(1, start, count * d_model); // [d_model, count·d_model]
+        let width = self.heads_width();
+        let start = first as usize * width;
+        let weight = self.in_proj.weight.val().narrow(1, start, count * width); // [d_model, count·h·d_k]
         let bias = self
             .in_proj
             .bias
             .as_ref()
-            .map(|b| b.val().narrow(0, start, count * d_model));
+            .map(|b| b.val().narrow(0, start, count * width));
         linear(x, weight, bias)
     }
 
@@ -495,6 +580,117 @@ mod tests {
             .forward(b_v.reshape([1, 1, 8]).expand([2, 3, 8]));
         assert!(max_abs_diff(zero_value.context, expected) <= 1e-5);
         assert_eq!(weights.dims(), [2, 2, 3, 4]);
+    }
+
+    /// A module with every bias non-zero, so that pruning must keep the right entries.
+    fn with_random_biases(mha: MultiHeadAttention, device: &Device) -> MultiHeadAttention {
+        let mut mha = mha;
+        let random_bias = |n| {
+            Param::from_tensor(Tensor::<1>::random(
+                [n],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            ))
+        };
+        mha.in_proj.bias = Some(random_bias(mha.in_proj.weight.dims()[1]));
+        mha.out_proj.bias = Some(random_bias(mha.out_proj.weight.dims()[1]));
+        mha
+    }
+
+    #[test]
+    fn gates_of_one_change_nothing_and_a_zero_gate_equals_pruning() {
+        let device = Device::flex();
+        let mha = with_random_biases(MultiHeadAttentionConfig::new(12, 3).init(&device), &device);
+        let (x, memory) = (random([2, 4, 12], &device), random([2, 5, 12], &device));
+        let mask = AttentionMask::padding(padding_mask_from_lengths(&[5, 3], 5, &device));
+        let run = |m: &MultiHeadAttention| {
+            m.forward(x.clone(), memory.clone(), memory.clone(), &mask, false)
+                .context
+        };
+
+        let ones = mha.gate_heads(Tensor::ones([3], &device));
+        assert_eq!(values(run(&ones)), values(run(&mha)));
+
+        let gated = mha.gate_heads(Tensor::from_floats([1.0, 0.0, 1.0], &device));
+        let pruned = mha.prune_heads(&[0, 2]);
+        assert_eq!(
+            (pruned.n_heads, pruned.d_k, pruned.heads_width()),
+            (2, 4, 8)
+        );
+        assert_eq!(pruned.in_proj.weight.dims(), [12, 24]);
+        assert_eq!(pruned.out_proj.weight.dims(), [8, 12]);
+        assert!(max_abs_diff(run(&pruned), run(&gated)) <= 1e-5);
+        // The kept heads' weights are the original heads 0 and 2.
+        let all = mha
+            .forward(x.clone(), memory.clone(), memory.clone(), &mask, true)
+            .weights
+            .unwrap();
+        let kept = pruned
+            .forward(x.clone(), memory.clone(), memory.clone(), &mask, true)
+            .weights
+            .unwrap();
+        let order = Tensor::<1, Int>::from_ints([0, 2], &device);
+        assert!(max_abs_diff(kept, all.select(1, order)) <= 1e-6);
+    }
+
+    #[test]
+    fn a_pruned_attention_is_rebuilt_from_its_config() {
+        let device = Device::flex();
+        let pruned = MultiHeadAttentionConfig::new(12, 3)
+            .init(&device)
+            .prune_heads(&[1]);
+        let config = MultiHeadAttentionConfig::new(12, 1).with_head_width(Some(4));
+        let rebuilt = config.init(&device);
+        assert_eq!(rebuilt.in_proj.weight.dims(), pruned.in_proj.weight.dims());
+        assert_eq!(
+            rebuilt.out_proj.weight.dims(),
+            pruned.out_proj.weight.dims()
+        );
+        assert!(
+            MultiHeadAttentionConfig::new(10, 3)
+                .with_head_width(Some(4))
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            MultiHeadAttentionConfig::new(10, 3)
+                .with_head_width(Some(0))
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn gate_gradients_equal_finite_differences() {
+        let device = Device::flex().autodiff();
+        let mha = with_random_biases(MultiHeadAttentionConfig::new(8, 2).init(&device), &device);
+        let x = random([2, 3, 8], &device);
+        let target = random([2, 3, 8], &device);
+        let loss = |m: &MultiHeadAttention| {
+            let out = m
+                .self_attention(x.clone(), &AttentionMask::causal(), None, false)
+                .context;
+            (out - target.clone()).powi_scalar(2).sum()
+        };
+        let grads = loss(&mha).backward();
+        let out_grad = mha.out_proj.weight.grad(&grads).unwrap();
+        let analytic = values(mha.head_gate_gradients(out_grad));
+        let h = 1e-2;
+        for head in 0..2 {
+            let gates = |g: f32| {
+                let mut v = [1.0f32; 2];
+                v[head] = g;
+                Tensor::<1>::from_floats(v, &device)
+            };
+            let plus = values(loss(&mha.gate_heads(gates(1.0 + h))))[0];
+            let minus = values(loss(&mha.gate_heads(gates(1.0 - h))))[0];
+            let numeric = (plus - minus) / (2.0 * h);
+            assert!(
+                (numeric - analytic[head]).abs() <= 1e-2 * (1.0 + numeric.abs()),
+                "head {head}: numeric {numeric}, analytic {}",
+                analytic[head]
+            );
+        }
     }
 
     #[test]

@@ -67,6 +67,19 @@ impl TransformerLayerConfig {
             .with_attention_dropout(self.attention_dropout)
     }
 
+    /// An attention sublayer's config with `n_heads` heads of this config's width
+    /// (`d_model / self.n_heads`): what an attention keeps after some of its heads were pruned.
+    pub fn attention_with_heads(&self, n_heads: usize) -> MultiHeadAttentionConfig {
+        if n_heads == self.n_heads {
+            return self.attention();
+        }
+        let mut config = self
+            .attention()
+            .with_head_width(Some(self.d_model / self.n_heads));
+        config.n_heads = n_heads;
+        config
+    }
+
     /// The feed-forward sublayer's config.
     pub fn feed_forward(&self) -> PositionWiseFeedForwardConfig {
         PositionWiseFeedForwardConfig::new(self.d_model, self.d_ff).with_activation(self.activation)
@@ -80,9 +93,18 @@ impl TransformerLayerConfig {
 
     /// Builds an encoder layer, or says why the config cannot.
     pub fn try_init_encoder(&self, device: &Device) -> Result<EncoderLayer, ConfigError> {
+        self.try_init_encoder_with_heads(self.n_heads, device)
+    }
+
+    /// Builds an encoder layer whose self-attention has `self_heads` heads (after pruning).
+    pub fn try_init_encoder_with_heads(
+        &self,
+        self_heads: usize,
+        device: &Device,
+    ) -> Result<EncoderLayer, ConfigError> {
         self.validate()?;
         Ok(EncoderLayer {
-            self_attn: self.attention().init(device),
+            self_attn: self.attention_with_heads(self_heads).try_init(device)?,
             self_attn_residual: self.residual().init(device),
             ffn: self.feed_forward().init(device),
             ffn_residual: self.residual().init(device),
@@ -91,11 +113,22 @@ impl TransformerLayerConfig {
 
     /// Builds a decoder layer, or says why the config cannot.
     pub fn try_init_decoder(&self, device: &Device) -> Result<DecoderLayer, ConfigError> {
+        self.try_init_decoder_with_heads(self.n_heads, self.n_heads, device)
+    }
+
+    /// Builds a decoder layer whose attentions have `self_heads` and `cross_heads` heads
+    /// (after pruning).
+    pub fn try_init_decoder_with_heads(
+        &self,
+        self_heads: usize,
+        cross_heads: usize,
+        device: &Device,
+    ) -> Result<DecoderLayer, ConfigError> {
         self.validate()?;
         Ok(DecoderLayer {
-            self_attn: self.attention().init(device),
+            self_attn: self.attention_with_heads(self_heads).try_init(device)?,
             self_attn_residual: self.residual().init(device),
-            cross_attn: self.attention().init(device),
+            cross_attn: self.attention_with_heads(cross_heads).try_init(device)?,
             cross_attn_residual: self.residual().init(device),
             ffn: self.feed_forward().init(device),
             ffn_residual: self.residual().init(device),

@@ -34,6 +34,18 @@ pub enum FinalNorm {
     Never,
 }
 
+/// How many heads each attention block has, once some were pruned
+/// ([`Transformer::prune_heads`](crate::Transformer::prune_heads)); one count per layer.
+#[derive(Config, Debug, PartialEq)]
+pub struct HeadCounts {
+    /// Each encoder layer's self-attention.
+    pub encoder_self: Vec<usize>,
+    /// Each decoder layer's self-attention.
+    pub decoder_self: Vec<usize>,
+    /// Each decoder layer's cross-attention.
+    pub cross: Vec<usize>,
+}
+
 /// Configuration of a [`Transformer`]. Defaults are the paper's base model (Table 3):
 /// `d_model` 512, 8 heads, 6 + 6 layers, `d_ff` 2048, dropout 0.1, ReLU, post-norm,
 /// sinusoidal positions.
@@ -85,6 +97,10 @@ pub struct TransformerConfig {
     /// Shared embedding matrices. Default: target embedding = output projection.
     #[config(default = "EmbeddingSharing::TargetOutput")]
     pub embedding_sharing: EmbeddingSharing,
+    /// Heads per attention block after pruning (each of width `d_model / n_heads`). Default:
+    /// none, every block has `n_heads`.
+    #[config(default = "None")]
+    pub head_counts: Option<HeadCounts>,
 }
 
 impl TransformerConfig {
@@ -142,6 +158,22 @@ impl TransformerConfig {
         }
     }
 
+    /// The heads of each layer's attention blocks: `(encoder self, decoder self, cross)`.
+    pub fn heads_per_layer(&self) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        match &self.head_counts {
+            Some(c) => (
+                c.encoder_self.clone(),
+                c.decoder_self.clone(),
+                c.cross.clone(),
+            ),
+            None => (
+                vec![self.n_heads; self.n_encoder_layers],
+                vec![self.n_heads; self.n_decoder_layers],
+                vec![self.n_heads; self.n_decoder_layers],
+            ),
+        }
+    }
+
     /// Checks that the config builds a working model, naming the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const NAME: &str = "TransformerConfig";
@@ -159,6 +191,23 @@ impl TransformerConfig {
             ));
         }
         self.layer().validate()?;
+        if let Some(counts) = &self.head_counts {
+            for (what, counts, layers) in [
+                ("encoder_self", &counts.encoder_self, self.n_encoder_layers),
+                ("decoder_self", &counts.decoder_self, self.n_decoder_layers),
+                ("cross", &counts.cross, self.n_decoder_layers),
+            ] {
+                if counts.len() != layers || counts.iter().any(|&n| n == 0 || n > self.n_heads) {
+                    return Err(ConfigError::new(
+                        NAME,
+                        format!(
+                            "head_counts.{what} must give 1..={} heads for each of {layers} layers, got {counts:?}",
+                            self.n_heads
+                        ),
+                    ));
+                }
+            }
+        }
         self.positional().validate()
     }
 
@@ -234,5 +283,21 @@ mod tests {
                 .validate()
                 .is_err()
         );
+        let counts = HeadCounts::new(vec![4, 2], vec![1, 4], vec![4]);
+        let err = TransformerConfig::tiny(10, 10)
+            .with_head_counts(Some(counts))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("head_counts.cross"), "{err}");
+    }
+
+    #[test]
+    fn a_config_saved_before_head_counts_existed_still_loads() {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&TransformerConfig::tiny(10, 10).to_string()).unwrap();
+        json.as_object_mut().unwrap().remove("head_counts");
+        let config: TransformerConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(config.head_counts, None);
+        assert_eq!(config.heads_per_layer().2, vec![4, 4]);
     }
 }

@@ -24,8 +24,34 @@ impl Decoder {
         final_norm: bool,
         device: &Device,
     ) -> Self {
+        let heads = vec![layer.n_heads; n_layers];
+        Self::with_heads(layer, &heads, &heads, final_norm, device)
+    }
+
+    /// One layer of `layer` per entry of `self_heads` and `cross_heads`, whose attentions have
+    /// that many heads.
+    ///
+    /// # Panics
+    /// If a layer cannot be built (the caller validates the config), or the two lists differ in
+    /// length.
+    pub fn with_heads(
+        layer: &TransformerLayerConfig,
+        self_heads: &[usize],
+        cross_heads: &[usize],
+        final_norm: bool,
+        device: &Device,
+    ) -> Self {
+        assert_eq!(self_heads.len(), cross_heads.len(), "one count per layer");
         Self {
-            layers: (0..n_layers).map(|_| layer.init_decoder(device)).collect(),
+            layers: self_heads
+                .iter()
+                .zip(cross_heads)
+                .map(|(&s, &c)| {
+                    layer
+                        .try_init_decoder_with_heads(s, c, device)
+                        .unwrap_or_else(|err| panic!("{err}"))
+                })
+                .collect(),
             final_norm: FinalLayerNorm::new(layer, final_norm, device),
         }
     }

@@ -23,8 +23,28 @@ impl Encoder {
         final_norm: bool,
         device: &Device,
     ) -> Self {
+        Self::with_heads(layer, &vec![layer.n_heads; n_layers], final_norm, device)
+    }
+
+    /// One layer of `layer` per entry of `heads`, whose self-attention has that many heads.
+    ///
+    /// # Panics
+    /// If a layer cannot be built (the caller validates the config).
+    pub fn with_heads(
+        layer: &TransformerLayerConfig,
+        heads: &[usize],
+        final_norm: bool,
+        device: &Device,
+    ) -> Self {
         Self {
-            layers: (0..n_layers).map(|_| layer.init_encoder(device)).collect(),
+            layers: heads
+                .iter()
+                .map(|&h| {
+                    layer
+                        .try_init_encoder_with_heads(h, device)
+                        .unwrap_or_else(|err| panic!("{err}"))
+                })
+                .collect(),
             final_norm: FinalLayerNorm::new(layer, final_norm, device),
         }
     }

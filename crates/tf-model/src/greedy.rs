@@ -1,6 +1,7 @@
 //! Greedy decoding: at each step, the most probable next token.
 
 use burn::tensor::{Bool, Int, Tensor, TensorData};
+use tf_layers::DecoderLayerWeights;
 
 use crate::transformer::Transformer;
 
@@ -51,6 +52,60 @@ pub enum DecodeError {
     },
 }
 
+/// The attention weights behind a greedy decoding: each step's rows, assembled into full
+/// matrices. Step `t`'s query is the decoder input at position `t` (BOS, then the tokens
+/// generated before step `t`); it predicts generated token `t`. A sequence that finished early
+/// has rows past its EOS too (the batch decodes until every sequence has finished).
+#[derive(Clone, Debug)]
+pub struct DecodedAttention {
+    /// Per encoder layer, `[batch, n_heads, src_len, src_len]`.
+    pub encoder_self: Vec<Tensor<4>>,
+    /// Per decoder layer, `[batch, n_heads, steps, steps]`; zero right of the diagonal.
+    pub decoder_self: Vec<Tensor<4>>,
+    /// Per decoder layer, `[batch, n_heads, steps, src_len]`.
+    pub cross: Vec<Tensor<4>>,
+}
+
+impl DecodedAttention {
+    /// Appends one step's rows.
+    fn push_step(rows: &mut Vec<Vec<(Tensor<4>, Tensor<4>)>>, weights: Vec<DecoderLayerWeights>) {
+        // The newest query's row of each layer: [batch, n_heads, 1, k_len].
+        let last = |w: Tensor<4>| {
+            let q_len = w.dims()[2];
+            w.narrow(2, q_len - 1, 1)
+        };
+        rows.push(
+            weights
+                .into_iter()
+                .map(|w| (last(w.self_attn), last(w.cross_attn)))
+                .collect(),
+        );
+    }
+
+    /// Stacks the steps' rows, the self-attention ones padded with zeros to `steps` keys.
+    fn assemble(encoder_self: Vec<Tensor<4>>, rows: Vec<Vec<(Tensor<4>, Tensor<4>)>>) -> Self {
+        let steps = rows.len();
+        let n_layers = rows.first().map_or(0, Vec::len);
+        let mut decoder_self = vec![Vec::with_capacity(steps); n_layers];
+        let mut cross = vec![Vec::with_capacity(steps); n_layers];
+        for step in rows {
+            for (layer, (self_row, cross_row)) in step.into_iter().enumerate() {
+                let [batch, n_heads, _, k_len] = self_row.dims();
+                let future = Tensor::zeros([batch, n_heads, 1, steps - k_len], &self_row.device());
+                decoder_self[layer].push(Tensor::cat(vec![self_row, future], 3)); // [b, h, 1, steps]
+                cross[layer].push(cross_row);
+            }
+        }
+        let stack =
+            |layers: Vec<Vec<Tensor<4>>>| layers.into_iter().map(|r| Tensor::cat(r, 2)).collect();
+        Self {
+            encoder_self,
+            decoder_self: stack(decoder_self),
+            cross: stack(cross),
+        }
+    }
+}
+
 impl Transformer {
     /// Greedy decoding of every source sequence in the batch; returns each sequence's tokens,
     /// without BOS, up to (not including) its EOS.
@@ -64,6 +119,31 @@ impl Transformer {
         src_pad_mask: Option<Tensor<2, Bool>>,
         options: &GreedyOptions,
     ) -> Result<Vec<Vec<usize>>, DecodeError> {
+        Ok(self.greedy(src, src_pad_mask, options, false)?.0)
+    }
+
+    /// [`greedy_decode`](Self::greedy_decode), also returning the attention weights of every
+    /// layer and head behind each step (explicit attention path).
+    ///
+    /// # Shapes
+    /// As [`greedy_decode`](Self::greedy_decode); the weights as [`DecodedAttention`] says.
+    pub fn greedy_decode_with_attention(
+        &self,
+        src: Tensor<2, Int>,
+        src_pad_mask: Option<Tensor<2, Bool>>,
+        options: &GreedyOptions,
+    ) -> Result<(Vec<Vec<usize>>, DecodedAttention), DecodeError> {
+        let (tokens, attention) = self.greedy(src, src_pad_mask, options, true)?;
+        Ok((tokens, attention.expect("captured")))
+    }
+
+    fn greedy(
+        &self,
+        src: Tensor<2, Int>,
+        src_pad_mask: Option<Tensor<2, Bool>>,
+        options: &GreedyOptions,
+        capture: bool,
+    ) -> Result<(Vec<Vec<usize>>, Option<DecodedAttention>), DecodeError> {
         let [batch, src_len] = src.dims();
         let max_len = self.max_len();
         if src_len > max_len {
@@ -80,7 +160,11 @@ impl Transformer {
             });
         }
         let device = src.device();
-        let memory = self.encode(src, src_pad_mask);
+        let (memory, encoder_self) = match capture {
+            true => self.encode_with_attention(src, src_pad_mask),
+            false => (self.encode(src, src_pad_mask), Vec::new()),
+        };
+        let mut rows = Vec::new();
         let mut cache = options.use_cache.then(|| self.new_cache(&memory));
 
         let mut tokens: Vec<Vec<i64>> = vec![vec![options.bos as i64]; batch];
@@ -95,7 +179,14 @@ impl Transformer {
                 .collect();
             let input =
                 Tensor::<2, Int>::from_data(TensorData::new(input, [batch, len - start]), &device);
-            let logits = self.decode(input, &memory, None, cache.as_mut());
+            let logits = if capture {
+                let (logits, weights) =
+                    self.decode_with_attention(input, &memory, None, cache.as_mut());
+                DecodedAttention::push_step(&mut rows, weights);
+                logits
+            } else {
+                self.decode(input, &memory, None, cache.as_mut())
+            };
             let [_, steps, vocab] = logits.dims();
             let next = logits
                 .narrow(1, steps - 1, 1) // [batch, 1, vocab]
@@ -111,7 +202,7 @@ impl Transformer {
                 break;
             }
         }
-        Ok(tokens
+        let tokens = tokens
             .into_iter()
             .map(|seq| {
                 seq.into_iter()
@@ -120,7 +211,9 @@ impl Transformer {
                     .take_while(|&t| t != options.eos)
                     .collect()
             })
-            .collect())
+            .collect();
+        let attention = capture.then(|| DecodedAttention::assemble(encoder_self, rows));
+        Ok((tokens, attention))
     }
 }
 
@@ -173,6 +266,68 @@ mod tests {
                 .max()
                 .into_scalar::<f32>();
             assert!(diff <= 1e-5, "{position:?}: {diff}");
+        }
+    }
+
+    #[test]
+    fn captured_steps_equal_the_teacher_forced_weights_of_the_output() {
+        let device = Device::flex();
+        device.seed(11);
+        let model = tiny(NormPosition::Post).init(&device);
+        let src = Tensor::<2, Int>::from_ints([[3, 4, 5, 6, 7]], &device);
+        for use_cache in [true, false] {
+            let options = GreedyOptions {
+                use_cache,
+                ..GreedyOptions::new(1, 2, 6)
+            };
+            let (tokens, captured) = model
+                .greedy_decode_with_attention(src.clone(), None, &options)
+                .unwrap();
+            assert_eq!(
+                tokens,
+                model.greedy_decode(src.clone(), None, &options).unwrap()
+            );
+            // The decoder inputs of every step: BOS and the tokens generated before the last.
+            let steps = captured.cross[0].dims()[2];
+            let mut inputs = vec![1i64];
+            inputs.extend(tokens[0].iter().map(|&t| t as i64));
+            inputs.resize(steps, 2); // a step that produced EOS had EOS's predecessor as input
+            let tgt = Tensor::<2, Int>::from_data(
+                TensorData::new(inputs[..steps].to_vec(), [1, steps]),
+                &device,
+            );
+            let full = model.forward_with_attention(src.clone(), tgt, None, None);
+            let diff = |a: &Tensor<4>, b: &Tensor<4>| {
+                (a.clone() - b.clone()).abs().max().into_scalar::<f32>()
+            };
+            for layer in 0..2 {
+                assert!(
+                    diff(
+                        &captured.encoder_self[layer],
+                        &full.encoder_self_attn[layer]
+                    ) <= 1e-6
+                );
+                assert!(
+                    diff(
+                        &captured.decoder_self[layer],
+                        &full.decoder[layer].self_attn
+                    ) <= 1e-5
+                );
+                assert!(diff(&captured.cross[layer], &full.decoder[layer].cross_attn) <= 1e-5);
+            }
+            // Rows are distributions; the future is zero.
+            let sums = captured.decoder_self[0]
+                .clone()
+                .sum_dim(3)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            assert!(sums.iter().all(|s| (s - 1.0).abs() <= 1e-5));
+            let upper = captured.decoder_self[0]
+                .clone()
+                .narrow(2, 0, 1)
+                .narrow(3, 1, steps - 1);
+            assert_eq!(upper.abs().sum().into_scalar::<f32>(), 0.0);
         }
     }
 

@@ -26,16 +26,18 @@ pub mod embedding;
 pub mod encoder;
 pub mod final_norm;
 pub mod greedy;
+pub mod heads;
 pub mod torch_import;
 pub mod transformer;
 
 pub use cache::DecoderCache;
-pub use config::{EmbeddingSharing, FinalNorm, TransformerConfig};
+pub use config::{EmbeddingSharing, FinalNorm, HeadCounts, TransformerConfig};
 pub use decoder::Decoder;
 pub use embedding::ScaledEmbedding;
 pub use encoder::Encoder;
 pub use final_norm::FinalLayerNorm;
-pub use greedy::{DecodeError, GreedyOptions};
+pub use greedy::{DecodeError, DecodedAttention, GreedyOptions};
+pub use heads::{AttentionKind, BlockId, HeadId, PruneError};
 pub use torch_import::{
     Imported, TorchImportError, TorchMhaConfig, TorchModuleConfig, TorchTransformerConfig,
     TransformerStacks, import_multi_head_attention, import_transformer, import_transformer_stacks,

@@ -68,21 +68,18 @@ impl Transformer {
             EmbeddingSharing::All => (None, None),
         };
         let layer = config.layer();
+        let (encoder_heads, decoder_heads, cross_heads) = config.heads_per_layer();
         Self {
             src_embedding: embedding(config.src_vocab),
             tgt_embedding,
             generator,
             positional: config.positional().init(device),
             embedding_dropout: DropoutConfig::new(config.dropout).init(),
-            encoder: Encoder::new(
+            encoder: Encoder::with_heads(&layer, &encoder_heads, config.has_final_norm(), device),
+            decoder: Decoder::with_heads(
                 &layer,
-                config.n_encoder_layers,
-                config.has_final_norm(),
-                device,
-            ),
-            decoder: Decoder::new(
-                &layer,
-                config.n_decoder_layers,
+                &decoder_heads,
+                &cross_heads,
                 config.has_final_norm(),
                 device,
             ),
@@ -174,29 +171,68 @@ impl Transformer {
         tgt_pad_mask: Option<Tensor<2, Bool>>,
         cache: Option<&mut DecoderCache>,
     ) -> Tensor<3> {
+        self.decode_step(tgt, memory, tgt_pad_mask, cache, false).0
+    }
+
+    /// [`decode`](Self::decode), also returning each decoder layer's attention weights of the
+    /// positions given (explicit attention path).
+    ///
+    /// # Shapes
+    /// As [`decode`](Self::decode); the weights are `[batch, n_heads, tgt_len, k_len]` with
+    /// `k_len` the positions decoded so far (self-attention) or `src_len` (cross-attention).
+    pub fn decode_with_attention(
+        &self,
+        tgt: Tensor<2, Int>,
+        memory: &Memory,
+        tgt_pad_mask: Option<Tensor<2, Bool>>,
+        cache: Option<&mut DecoderCache>,
+    ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
+        self.decode_step(tgt, memory, tgt_pad_mask, cache, true)
+    }
+
+    fn decode_step(
+        &self,
+        tgt: Tensor<2, Int>,
+        memory: &Memory,
+        tgt_pad_mask: Option<Tensor<2, Bool>>,
+        cache: Option<&mut DecoderCache>,
+        return_weights: bool,
+    ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
         let [_, tgt_len] = tgt.dims();
         match cache {
             Some(cache) => {
                 let offset = cache.len;
-                let (logits, _) = self.decode_inner(
+                let out = self.decode_inner(
                     tgt,
                     &cache.memory,
                     tgt_pad_mask,
                     Some(&mut cache.self_attn),
                     offset,
-                    false,
+                    return_weights,
                 );
                 cache.len += tgt_len;
-                logits
+                out
             }
             None => {
                 let layer_memory = self
                     .decoder
                     .memory(memory.output.clone(), memory.pad_mask.clone());
-                self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, false)
-                    .0
+                self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, return_weights)
             }
         }
+    }
+
+    /// Runs the encoder, also returning each layer's self-attention weights
+    /// `[batch, n_heads, src_len, src_len]` (explicit attention path).
+    ///
+    /// # Shapes
+    /// As [`encode`](Self::encode).
+    pub fn encode_with_attention(
+        &self,
+        src: Tensor<2, Int>,
+        src_pad_mask: Option<Tensor<2, Bool>>,
+    ) -> (Memory, Vec<Tensor<4>>) {
+        self.encode_inner(src, src_pad_mask, true)
     }
 
     /// The target embedding (the source one when shared).
