@@ -131,6 +131,20 @@ impl ModelDir {
         Ok((config, model))
     }
 
+    /// Loads the trained model with every dropout at 0, for gradients that do not depend on
+    /// chance (head importance): pass an autodiff device.
+    pub fn load_model_without_dropout(&self, device: &Device) -> Result<(RunConfig, Transformer)> {
+        let config = self.load_config()?;
+        let model = config
+            .model
+            .clone()
+            .with_dropout(0.0)
+            .with_attention_dropout(0.0)
+            .init(device);
+        let model = load_weights(model, &self.root.join(MODEL_FILE))?;
+        Ok((config, model))
+    }
+
     /// Writes a model directory that holds `model` alone, without checkpoints: the
     /// configuration, then the weights (what `tf import-torch` writes).
     pub fn save_model(&self, config: &RunConfig, model: &Transformer) -> Result<()> {

@@ -4,17 +4,25 @@
 //! ([`task`]), padded teacher-forcing batches ([`batch`]), label-smoothed cross-entropy
 //! ([`loss`]), the paper's learning-rate schedule ([`schedule`]), the training loop with
 //! validation, checkpoints and resume ([`train`]), accuracy ([`eval`]), and the model directory
-//! ([`checkpoint`]). The `tf` command-line program is built on it.
+//! ([`checkpoint`]). Attention inspection: the weights behind one decoded input, drawn
+//! ([`attention_maps`], [`plot`]), per-head statistics ([`head_stats`]) and head importance for
+//! pruning ([`importance`]). The `tf` command-line program is built on it.
 
+pub mod attention_maps;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod eval;
+pub mod head_stats;
+pub mod importance;
 pub mod loss;
 pub mod metrics;
+pub mod plot;
 pub mod schedule;
 pub mod task;
+#[cfg(test)]
+mod testing;
 pub mod train;
 
 pub use checkpoint::ModelDir;

@@ -7,8 +7,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tf_model::{EmbeddingSharing, TorchModuleConfig, TransformerConfig, import_transformer};
+use tf_train::attention_maps::AttentionMaps;
+use tf_train::checkpoint::write_atomic;
 use tf_train::config::TrainingConfig;
-use tf_train::{Backend, ModelDir, RunConfig, Task, TaskKind, eval};
+use tf_train::head_stats::{format_csv, format_table, head_statistics};
+use tf_train::importance::{head_importance, least_important};
+use tf_train::{Backend, ModelDir, RunConfig, Task, TaskKind, eval, plot};
 
 /// Train, run and evaluate encoder–decoder Transformers ("Attention Is All You Need").
 #[derive(Parser, Debug)]
@@ -38,6 +42,15 @@ enum Command {
     /// `tgt_embedding.weight` ([vocab, d_model], scaled by sqrt(d_model); the target one is also the
     /// output projection) to the file, or the model directory keeps freshly initialised ones.
     ImportTorch(ImportTorchArgs),
+    /// Decode one input and draw its attention: a heatmap per layer and head (PNG and SVG) with
+    /// token labels, a layers × heads grid per attention kind, and the weights as JSON.
+    Attention(AttentionArgs),
+    /// Per-head statistics over task samples: entropy, attention distance, max weight,
+    /// cross-attention alignment with the task's ground truth, and importance.
+    Heads(HeadsArgs),
+    /// Remove the least important heads (Michel et al., 2019) into a new model directory, or
+    /// sweep accuracy against the number of heads removed.
+    Prune(PruneArgs),
 }
 
 /// The built-in task a model is for.
@@ -191,8 +204,80 @@ struct EvalArgs {
     #[arg(long, default_value_t = 1000)]
     samples: usize,
     /// Seed of the evaluation samples (different from training's by default).
-    #[arg(long, default_value_t = 20_251_125)]
+    #[arg(long, default_value_t = EVAL_SEED)]
     seed: u64,
+    /// Sequences decoded at once.
+    #[arg(long, default_value_t = 250)]
+    batch_size: usize,
+}
+
+/// Seed of the fresh samples `tf eval` and `tf prune` measure accuracy on (not training's).
+const EVAL_SEED: u64 = 20_251_125;
+
+#[derive(Args, Debug)]
+struct AttentionArgs {
+    /// Model directory written by `tf train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// The input sequence, e.g. "3 1 4 1 5".
+    input: String,
+    /// Directory to write the pictures and attention.json into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct HeadsArgs {
+    /// Model directory written by `tf train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Task samples to measure over (teacher-forced).
+    #[arg(long, default_value_t = 500)]
+    samples: usize,
+    /// Seed of the samples.
+    #[arg(long, default_value_t = EVAL_SEED)]
+    seed: u64,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Skip head importance (one backward pass per sample).
+    #[arg(long)]
+    no_importance: bool,
+    /// Also write the table as CSV to this file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also write the statistics as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["heads", "sweep"])))]
+struct PruneArgs {
+    /// Model directory written by `tf train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Remove this many heads (the least important) and write the model to --out.
+    #[arg(long, requires = "out")]
+    heads: Option<usize>,
+    /// Model directory to write the pruned model to.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Instead: accuracy for every number of heads removed, as a table and a plot.
+    #[arg(long)]
+    sweep: bool,
+    /// Where the sweep's plot goes (PNG and SVG; default: DIR/prune-sweep).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Task samples head importance is measured over.
+    #[arg(long, default_value_t = 500)]
+    importance_samples: usize,
+    /// Seed of those samples (different from the evaluation's).
+    #[arg(long, default_value_t = 1)]
+    importance_seed: u64,
+    /// Fresh samples accuracy is measured on.
+    #[arg(long, default_value_t = 1000)]
+    eval_samples: usize,
     /// Sequences decoded at once.
     #[arg(long, default_value_t = 250)]
     batch_size: usize,
@@ -233,6 +318,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict(args, &device),
         Command::Eval(args) => evaluate(args, &device),
         Command::ImportTorch(args) => import_torch(args, &device),
+        Command::Attention(args) => attention(args, &device),
+        Command::Heads(args) => heads(args, &device),
+        Command::Prune(args) => prune(args, &device),
     }
 }
 
@@ -367,27 +455,208 @@ fn predict(args: PredictArgs, device: &burn::tensor::Device) -> Result<()> {
         args.sequences
     };
     let task = &config.task;
-    let mut sources = Vec::with_capacity(lines.len());
-    for (number, line) in lines.iter().enumerate() {
-        let ids = task
-            .parse(line)
-            .with_context(|| format!("input {}: {line:?}", number + 1))?;
-        if ids.is_empty() {
-            bail!("input {}: empty sequence", number + 1);
-        }
-        if ids.len() + 1 > config.model.max_len {
-            bail!(
-                "input {}: {} symbols, but this model handles at most {}",
-                number + 1,
-                ids.len(),
-                config.model.max_len - 1
-            );
-        }
-        sources.push(ids);
-    }
+    let sources = lines
+        .iter()
+        .enumerate()
+        .map(|(number, line)| {
+            parse_input(&config, line).with_context(|| format!("input {}", number + 1))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let predictions = eval::predict(&model, &sources, config.model.max_len, 256, device)?;
     for prediction in predictions {
         println!("{}", task.format(&prediction));
+    }
+    Ok(())
+}
+
+/// One input sequence as token ids, refusing unknown symbols, empty and over-long sequences.
+fn parse_input(config: &RunConfig, line: &str) -> Result<Vec<usize>> {
+    let ids = config
+        .task
+        .parse(line)
+        .with_context(|| format!("{line:?}"))?;
+    if ids.is_empty() {
+        bail!("empty sequence");
+    }
+    if ids.len() + 1 > config.model.max_len {
+        bail!(
+            "{} symbols, but this model handles at most {}",
+            ids.len(),
+            config.model.max_len - 1
+        );
+    }
+    Ok(ids)
+}
+
+fn attention(args: AttentionArgs, device: &burn::tensor::Device) -> Result<()> {
+    let (config, model) = ModelDir::new(&args.model).load_model(device)?;
+    let source = parse_input(&config, &args.input)?;
+    let task = &config.task;
+    let maps = AttentionMaps::capture(
+        &model,
+        &source,
+        config.model.max_len,
+        |id| task.token_label(id),
+        device,
+    )?;
+    let written = maps.write(&args.out)?;
+    println!("input   {}", maps.source.join(" "));
+    println!("output  {}", maps.output.join(" "));
+    println!(
+        "wrote {} files into {} (per head: encoder-self/, decoder-self/, cross/; grids: encoder-self.png, decoder-self.png, cross.png; weights: attention.json)",
+        written.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn heads(args: HeadsArgs, device: &burn::tensor::Device) -> Result<()> {
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let dir = ModelDir::new(&args.model);
+    let (config, model) = dir.load_model(device)?;
+    let examples = config.task.samples(args.samples, args.seed);
+    let mut stats = head_statistics(&model, &config.task, &examples, args.batch_size, device);
+    if !args.no_importance {
+        let gradient_device = device.clone().autodiff();
+        let (_, model) = dir.load_model_without_dropout(&gradient_device)?;
+        for (s, i) in stats
+            .iter_mut()
+            .zip(head_importance(&model, &examples, &gradient_device))
+        {
+            s.importance = Some(i.normalized);
+        }
+    }
+    println!(
+        "{} heads over {} samples of `{}` (seed {}); importance normalized per block",
+        stats.len(),
+        examples.len(),
+        config.task.kind,
+        args.seed
+    );
+    print!("{}", format_table(&stats));
+    if let Some(path) = &args.csv {
+        write_atomic(path, format_csv(&stats).as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        write_atomic(path, serde_json::to_string_pretty(&stats)?.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn prune(args: PruneArgs, device: &burn::tensor::Device) -> Result<()> {
+    if args.importance_samples == 0 || args.eval_samples == 0 {
+        bail!("--importance-samples and --eval-samples must be at least 1");
+    }
+    let dir = ModelDir::new(&args.model);
+    let (config, model) = dir.load_model(device)?;
+    if let Some(out) = &args.out
+        && ModelDir::new(out).has_config()
+    {
+        bail!(
+            "{} already holds a model; choose another --out",
+            out.display()
+        );
+    }
+    let gradient_device = device.clone().autodiff();
+    let (_, gradient_model) = dir.load_model_without_dropout(&gradient_device)?;
+    let importance_examples = config
+        .task
+        .samples(args.importance_samples, args.importance_seed);
+    let importance = head_importance(&gradient_model, &importance_examples, &gradient_device);
+    let eval_examples = config.task.samples(args.eval_samples, EVAL_SEED);
+    let measure = |model: &tf_model::Transformer| {
+        eval::accuracy(
+            model,
+            &eval_examples,
+            config.task.max_len + 1,
+            args.batch_size,
+            device,
+        )
+    };
+    let before = measure(&model)?;
+    println!(
+        "importance over {} samples (seed {}); accuracy over {} fresh samples (seed {EVAL_SEED})",
+        importance_examples.len(),
+        args.importance_seed,
+        eval_examples.len()
+    );
+    if let Some(count) = args.heads {
+        let remove = least_important(&importance, count)?;
+        let (pruned_config, pruned) = model.prune_heads(&config.model, &remove)?;
+        let after = measure(&pruned)?;
+        for head in &remove {
+            println!("removed {head}");
+        }
+        let out = args.out.as_ref().expect("clap requires --out with --heads");
+        let pruned_run = RunConfig {
+            model: pruned_config,
+            ..config.clone()
+        };
+        ModelDir::new(out).save_model(&pruned_run, &pruned)?;
+        println!(
+            "heads {} -> {}; exact match {:.4} -> {:.4}; token accuracy {:.4} -> {:.4}",
+            model.heads().len(),
+            pruned.heads().len(),
+            before.exact_match,
+            after.exact_match,
+            before.token_accuracy,
+            after.token_accuracy
+        );
+        println!("pruned model written to {}", out.display());
+        return Ok(());
+    }
+    let total = model.heads().len();
+    let removable = total - model.attention_blocks().len();
+    println!(
+        "{:>13} {:>11} {:>14}",
+        "heads removed", "exact match", "token accuracy"
+    );
+    let mut exact = Vec::new();
+    let mut token = Vec::new();
+    for count in 0..=removable {
+        let accuracy = if count == 0 {
+            before
+        } else {
+            let (_, pruned) =
+                model.prune_heads(&config.model, &least_important(&importance, count)?)?;
+            measure(&pruned)?
+        };
+        println!(
+            "{count:>13} {:>11.4} {:>14.4}",
+            accuracy.exact_match, accuracy.token_accuracy
+        );
+        exact.push((count as f64, accuracy.exact_match));
+        token.push((count as f64, accuracy.token_accuracy));
+    }
+    let stem = args
+        .plot
+        .clone()
+        .unwrap_or_else(|| args.model.join("prune-sweep"));
+    let written = plot::line_plot(
+        &stem,
+        &format!(
+            "Pruning heads by importance ({total} heads, `{}`)",
+            config.task.kind
+        ),
+        "heads removed",
+        "accuracy",
+        &[
+            plot::Series {
+                name: "exact match".into(),
+                points: exact,
+            },
+            plot::Series {
+                name: "token accuracy".into(),
+                points: token,
+            },
+        ],
+    )?;
+    for path in written {
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -137,6 +137,22 @@ impl Task {
         tgt
     }
 
+    /// For each target position, the source position whose symbol it is: `i` for copy,
+    /// `n − 1 − i` for reverse, and for sort the position of the `i`-th smallest symbol (ties
+    /// in source order). The ground truth that cross-attention alignment is scored against.
+    pub fn alignment(&self, src: &[usize]) -> Vec<usize> {
+        let n = src.len();
+        match self.kind {
+            TaskKind::Copy => (0..n).collect(),
+            TaskKind::Reverse => (0..n).rev().collect(),
+            TaskKind::Sort => {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by_key(|&i| src[i]); // stable: ties keep source order
+                order
+            }
+        }
+    }
+
     /// One random example.
     pub fn sample(&self, rng: &mut StdRng) -> Example {
         let len = rng.random_range(self.min_len..=self.max_len);
@@ -171,14 +187,19 @@ impl Task {
     /// Writes token ids as symbols; special tokens (which a model may emit) by name.
     pub fn format(&self, ids: &[usize]) -> String {
         ids.iter()
-            .map(|&id| match id {
-                PAD => "<pad>".to_string(),
-                BOS => "<bos>".to_string(),
-                EOS => "<eos>".to_string(),
-                id => (id - N_SPECIAL).to_string(),
-            })
+            .map(|&id| self.token_label(id))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// One token id as text: its symbol, or `<pad>`, `<bos>`, `<eos>`.
+    pub fn token_label(&self, id: usize) -> String {
+        match id {
+            PAD => "<pad>".to_string(),
+            BOS => "<bos>".to_string(),
+            EOS => "<eos>".to_string(),
+            id => (id - N_SPECIAL).to_string(),
+        }
     }
 }
 
@@ -231,5 +252,21 @@ mod tests {
         assert!(Task::new(TaskKind::Copy, 1, 1, 4).is_err());
         assert!(Task::new(TaskKind::Copy, 5, 0, 4).is_err());
         assert!(Task::new(TaskKind::Copy, 5, 5, 4).is_err());
+    }
+
+    #[test]
+    fn alignments_point_at_the_source_symbol_each_target_position_holds() {
+        for kind in [TaskKind::Copy, TaskKind::Reverse, TaskKind::Sort] {
+            let task = Task::new(kind, 10, 1, 12).unwrap();
+            for example in task.samples(20, 3) {
+                let alignment = task.alignment(&example.src);
+                let pointed: Vec<usize> = alignment.iter().map(|&j| example.src[j]).collect();
+                assert_eq!(pointed, example.tgt, "{kind:?}");
+            }
+        }
+        let reverse = Task::new(TaskKind::Reverse, 10, 1, 12).unwrap();
+        assert_eq!(reverse.alignment(&[5, 6, 7]), [2, 1, 0]);
+        let sort = Task::new(TaskKind::Sort, 10, 1, 12).unwrap();
+        assert_eq!(sort.alignment(&[7, 5, 7, 3]), [3, 1, 0, 2]);
     }
 }

@@ -1,0 +1,17 @@
+//! What the unit tests of several modules share.
+
+use burn::tensor::Device;
+use tf_model::{Transformer, TransformerConfig};
+
+use crate::task::Task;
+
+/// A small untrained model for `task`: `d_model` 16, 2 heads, 2 + 2 layers, no dropout.
+pub fn tiny_model(task: &Task, device: &Device) -> Transformer {
+    TransformerConfig::tiny(task.vocab_size(), task.vocab_size())
+        .with_d_model(16)
+        .with_n_heads(2)
+        .with_d_ff(32)
+        .with_dropout(0.0)
+        .with_max_len(task.max_len + 2)
+        .init(device)
+}
