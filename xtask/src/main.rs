@@ -1,19 +1,30 @@
-//! Developer tasks. `cargo xtask bench [--device flex|ndarray|wgpu] [--quick]` times multi-head
-//! attention against burn-nn's and a training step of a small encoder–decoder, on one device,
-//! and writes the figures to `target/bench/results.json`.
+//! Developer tasks.
+//!
+//! `cargo xtask bench [--device flex|ndarray|wgpu] [--quick]` measures, on one device: our
+//! multi-head attention against burn-nn's (same weights, alternating) and where its time goes;
+//! self-attention from 128 to 16,384 positions on the default (fused) and the explicit path,
+//! time and peak memory; a training step of a small encoder–decoder; greedy decoding with and
+//! without the key/value cache; and, when `python3 -c "import torch"` works, PyTorch on cases
+//! 1, 3 and 4 with the same shapes and threads (`xtask/bench_pytorch.py`). It writes
+//! `target/bench/DEVICE.json`, plots under `docs/images/`, and the device's section of
+//! `docs/benchmarks.md`.
 
-use std::time::Instant;
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod cases;
+mod report;
+mod timing;
+
+use std::path::Path;
+use std::process::Command;
 
 use anyhow::Result;
-use burn::module::Module;
-use burn::nn::attention::{MhaInput, MultiHeadAttentionConfig as BurnMhaConfig};
-use burn::optim::GradientsParams;
-use burn::tensor::{Device, Distribution, Int, Tensor};
 use clap::{Parser, Subcommand};
-use tf_attention::{AttentionMask, MultiHeadAttentionConfig};
-use tf_model::TransformerConfig;
 use tf_train::Backend;
-use tf_train::loss::label_smoothed_cross_entropy;
+
+use crate::report::Report;
+use crate::timing::Repeats;
 
 #[derive(Parser)]
 struct Cli {
@@ -23,127 +34,269 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Time attention and a training step.
+    /// Run the benchmark suite and write docs/benchmarks.md, target/bench/, docs/images/.
     Bench {
         /// Device to measure on.
         #[arg(long, value_enum, default_value_t = Backend::Flex)]
         device: Backend,
+        /// Fewer repeats (5 instead of 21).
+        #[arg(long)]
+        quick: bool,
+        /// Skip PyTorch even if it is installed.
+        #[arg(long)]
+        no_pytorch: bool,
+    },
+    /// The training-step case alone (JSON on the last line).
+    TrainStep {
+        /// Device to measure on.
+        #[arg(long, value_enum, default_value_t = Backend::Flex)]
+        device: Backend,
+        /// Dropout of the model (0.1 in the bench).
+        #[arg(long, default_value_t = 0.1)]
+        dropout: f64,
         /// Fewer repeats.
         #[arg(long)]
         quick: bool,
     },
+    /// The decoding case alone (JSON on the last line).
+    #[command(hide = true)]
+    Decoding {
+        #[arg(long, value_enum)]
+        device: Backend,
+        #[arg(long)]
+        quick: bool,
+    },
+    /// One point of the scaling case, in its own process (used by `bench`).
+    #[command(hide = true)]
+    AttentionPoint {
+        #[arg(long, value_enum)]
+        device: Backend,
+        #[arg(long)]
+        seq: usize,
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        timed: usize,
+    },
 }
 
-/// Median and spread (min, max) of `repeats` timed runs after `warmup` untimed ones, in ms;
-/// the device is synced before each clock read.
-fn time_ms(
-    device: &Device,
-    warmup: usize,
-    repeats: usize,
-    mut run: impl FnMut(),
-) -> (f64, f64, f64) {
-    for _ in 0..warmup {
-        run();
-    }
-    let mut times: Vec<f64> = (0..repeats)
-        .map(|_| {
-            device.sync().expect("sync");
-            let start = Instant::now();
-            run();
-            device.sync().expect("sync");
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], times[0], times[times.len() - 1])
+/// The name clap gives a backend.
+fn backend_name(backend: Backend) -> String {
+    use clap::ValueEnum;
+    backend
+        .to_possible_value()
+        .map_or_else(|| format!("{backend:?}"), |v| v.get_name().to_string())
 }
 
 fn main() -> Result<()> {
-    let Task::Bench {
-        device: backend,
-        quick,
-    } = Cli::parse().command;
-    let device = backend.device();
-    let repeats = if quick { 5 } else { 21 };
-    let mut results = Vec::new();
+    match Cli::parse().command {
+        Task::AttentionPoint {
+            device,
+            seq,
+            path,
+            timed,
+        } => {
+            let point = cases::scaling_point(&device.device(), seq, &path, timed)?;
+            println!("{}", serde_json::to_string(&point)?);
+            Ok(())
+        }
+        Task::Bench {
+            device,
+            quick,
+            no_pytorch,
+        } => bench(device, quick, no_pytorch),
+        Task::TrainStep {
+            device,
+            dropout,
+            quick,
+        } => {
+            let config = cases::small_model_config(64).with_dropout(dropout);
+            let repeats = Repeats::new(quick).at_most(11);
+            let t = cases::train_step_with(&device.device(), repeats, config);
+            eprintln!(
+                "train step {} = {:.0} target tokens/s; forward + backward {}",
+                t.step.cell(),
+                t.tokens_per_sec,
+                t.forward_backward.cell()
+            );
+            println!("{}", serde_json::to_string(&t)?);
+            Ok(())
+        }
+        Task::Decoding { device, quick } => {
+            let repeats = Repeats::new(quick).at_most(5);
+            let d = cases::decoding(&device.device(), repeats, &[32, 128, 512]);
+            println!("{}", serde_json::to_string(&d)?);
+            Ok(())
+        }
+    }
+}
 
-    // 1. MHA forward, [batch 8, seq 128, d_model 512], 8 heads: ours vs burn-nn, same weights
-    //    shape, alternating so both see the same machine state.
-    let [batch, seq, d_model, heads] = [8, 128, 512, 8];
-    let ours = MultiHeadAttentionConfig::new(d_model, heads).init(&device);
-    let theirs = BurnMhaConfig::new(d_model, heads)
-        .with_dropout(0.0)
-        .init(&device);
-    let x = Tensor::<3>::random([batch, seq, d_model], Distribution::Default, &device);
-    let mut ours_ms = Vec::new();
-    let mut theirs_ms = Vec::new();
-    for _ in 0..3 {
-        ours_ms.push(
-            time_ms(&device, 2, repeats, || {
-                let _ = ours
-                    .self_attention(x.clone(), &AttentionMask::none(), None, false)
-                    .context
-                    .into_data();
-            })
-            .0,
+fn bench(backend: Backend, quick: bool, no_pytorch: bool) -> Result<()> {
+    let device = backend.device();
+    let name = backend_name(backend);
+    let repeats = Repeats::new(quick);
+    let command = format!(
+        "cargo xtask bench --device {name}{}",
+        if quick { " --quick" } else { "" }
+    );
+    println!("{command}");
+
+    let mut mha = Vec::new();
+    for (shape, reps) in [
+        ([8, 128, 512], repeats),
+        ([8, 1024, 512], repeats.at_most(5)),
+    ] {
+        let m = cases::mha_comparison(&device, reps, shape, 8);
+        println!(
+            "1. mha {:?}: ours {}, burn-nn {}, burn-nn/ours {:.2}x (max diff {:.1e})",
+            m.shape,
+            m.ours.cell(),
+            m.burn_nn.cell(),
+            m.speedup,
+            m.max_abs_diff
         );
-        theirs_ms.push(
-            time_ms(&device, 2, repeats, || {
-                let _ = theirs
-                    .forward(MhaInput::self_attn(x.clone()))
-                    .context
-                    .into_data();
-            })
-            .0,
+        mha.push(m);
+    }
+    let mha_breakdown = cases::mha_breakdown(&device, repeats, [8, 128, 512], 8);
+    for (step, t) in &mha_breakdown.steps {
+        println!("   {step}: {}", t.cell());
+    }
+    println!(
+        "   qkv as a 2-D matmul: {} ({:.0} GFLOP/s)",
+        mha_breakdown.qkv_matmul_2d.cell(),
+        mha_breakdown.qkv_matmul_gflops
+    );
+
+    let mut scaling = Vec::new();
+    for seq in [128, 256, 512, 1024, 2048, 4096, 8192, 16384] {
+        let timed = if seq >= 4096 { 1 } else { 3 };
+        for path in ["fused", "explicit"] {
+            // The explicit path at 16,384 would hold several 8.6 GB score tensors at once.
+            if path == "explicit" && seq > 8192 {
+                continue;
+            }
+            let args = [
+                "attention-point",
+                "--device",
+                &name,
+                "--seq",
+                &seq.to_string(),
+            ]
+            .into_iter()
+            .chain(["--path", path, "--timed", &timed.to_string()])
+            .map(String::from)
+            .collect::<Vec<_>>();
+            let point: cases::ScalingPoint = cases::in_child(&args)?;
+            println!(
+                "2. self-attention seq {seq} {path}: {:.1} ms, peak {:.0} MiB",
+                point.ms, point.peak_mib
+            );
+            scaling.push(point);
+        }
+    }
+
+    let quick_flag: &[&str] = if quick { &["--quick"] } else { &[] };
+    let child_args = |case: &str| {
+        [case, "--device", &name]
+            .iter()
+            .chain(quick_flag)
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    let train_step: cases::TrainStep = cases::in_child(&child_args("train-step"))?;
+    println!(
+        "3. train step: {} = {:.0} target tokens/s (forward + backward {})",
+        train_step.step.cell(),
+        train_step.tokens_per_sec,
+        train_step.forward_backward.cell()
+    );
+
+    let decoding: Vec<cases::Decoding> = cases::in_child(&child_args("decoding"))?;
+    for d in &decoding {
+        println!(
+            "4. decode {} tokens: cached {} ({:.0} tok/s), uncached {} ({:.0} tok/s), {:.1}x",
+            d.tokens,
+            d.cached.cell(),
+            d.cached_tokens_per_sec,
+            d.uncached.cell(),
+            d.uncached_tokens_per_sec,
+            d.speedup
         );
     }
-    ours_ms.sort_by(f64::total_cmp);
-    theirs_ms.sort_by(f64::total_cmp);
-    let (o, t) = (ours_ms[1], theirs_ms[1]);
-    println!(
-        "mha forward [8,128,512] h8: tf-attention {o:.2} ms, burn-nn {t:.2} ms, ratio {:.2}x",
-        t / o
-    );
-    results.push(format!(
-        "{{\"case\":\"mha_forward\",\"device\":\"{backend:?}\",\"ours_ms\":{o:.3},\"burn_nn_ms\":{t:.3}}}"
-    ));
 
-    // 3. One training step of d_model 256, 4 heads, 3+3 layers, d_ff 1024, batch 32 × 32 tokens.
-    let train_device = device.clone().autodiff();
-    let config = TransformerConfig::new(1000, 1000)
-        .with_d_model(256)
-        .with_n_heads(4)
-        .with_n_encoder_layers(3)
-        .with_n_decoder_layers(3)
-        .with_d_ff(1024)
-        .with_max_len(64);
-    let mut model = config.init(&train_device);
-    let mut optimizer = burn::optim::AdamConfig::new().init();
-    let tokens = |device: &Device| {
-        Tensor::<2, Int>::random([32, 32], Distribution::Uniform(3.0, 999.0), device)
+    let pytorch = if no_pytorch {
+        Err("--no-pytorch".to_string())
+    } else {
+        pytorch(repeats)
     };
-    let (src, tgt) = (tokens(&train_device), tokens(&train_device));
-    let (median, min, max) = time_ms(&train_device, 2, repeats.min(11), || {
-        let logits = model.forward(src.clone(), tgt.clone(), None, None);
-        let loss = label_smoothed_cross_entropy(logits, tgt.clone(), 0, 0.1);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model.clone(), grads);
-        let _ = model.src_embedding.weight().into_data();
-    });
-    let tokens_per_sec = 32.0 * 32.0 / (median / 1e3);
-    println!(
-        "train step d256 h4 3+3 l, 32x32 tokens: {median:.1} ms (min {min:.1}, max {max:.1}), {tokens_per_sec:.0} target tokens/s"
-    );
-    results.push(format!(
-        "{{\"case\":\"train_step\",\"device\":\"{backend:?}\",\"ms\":{median:.3},\"tokens_per_sec\":{tokens_per_sec:.1},\"params\":{}}}",
-        model.num_params()
-    ));
+    match &pytorch {
+        Ok(v) => println!("5. pytorch: {v}"),
+        Err(why) => println!("5. pytorch not measured: {why}"),
+    }
 
-    std::fs::create_dir_all("target/bench")?;
-    std::fs::write(
-        "target/bench/results.json",
-        format!("[{}]\n", results.join(",\n")),
-    )?;
-    println!("wrote target/bench/results.json");
-    Ok(())
+    let report = Report {
+        device: name,
+        machine: report::machine(),
+        date: utc_date(),
+        command,
+        mha,
+        mha_breakdown,
+        scaling,
+        train_step,
+        decoding,
+        pytorch,
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    report.write(&root.join("docs"), &root.join("target/bench"))
+}
+
+/// PyTorch's figures from `xtask/bench_pytorch.py`, or why there are none.
+fn pytorch(repeats: Repeats) -> std::result::Result<serde_json::Value, String> {
+    let probe = Command::new("python3")
+        .args(["-c", "import torch"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        _ => return Err("`python3 -c \"import torch\"` fails".into()),
+    }
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench_pytorch.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--repeats",
+            &repeats.timed.to_string(),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "bench_pytorch.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .ok_or("no JSON from bench_pytorch.py")?;
+    serde_json::from_str(line).map_err(|e| e.to_string())
+}
+
+/// Today's date, UTC, as `YYYY-MM-DD` (from `date`, falling back to the Unix day count).
+fn utc_date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| {
+            let days = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() / 86_400);
+            format!("day {days} since 1970-01-01")
+        })
 }

@@ -14,6 +14,11 @@ use tf_train::head_stats::{format_csv, format_table, head_statistics};
 use tf_train::importance::{head_importance, least_important};
 use tf_train::{Backend, ModelDir, RunConfig, Task, TaskKind, eval, plot};
 
+// burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
+// mmap()s, paying page faults on every touch, where mimalloc reuses memory (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Train, run and evaluate encoder–decoder Transformers ("Attention Is All You Need").
 #[derive(Parser, Debug)]
 #[command(name = "tf", version, about)]
@@ -642,8 +647,7 @@ fn prune(args: PruneArgs, device: &burn::tensor::Device) -> Result<()> {
             "Pruning heads by importance ({total} heads, `{}`)",
             config.task.kind
         ),
-        "heads removed",
-        "accuracy",
+        &plot::Axes::unit("heads removed", "accuracy"),
         &[
             plot::Series {
                 name: "exact match".into(),

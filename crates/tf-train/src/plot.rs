@@ -45,8 +45,7 @@ enum Picture<'a> {
     },
     Lines {
         title: &'a str,
-        x_label: &'a str,
-        y_label: &'a str,
+        axes: &'a Axes,
         series: &'a [Series],
     },
 }
@@ -58,10 +57,9 @@ impl Picture<'_> {
             Self::Grid { title, grid } => draw_grid(area, title, grid),
             Self::Lines {
                 title,
-                x_label,
-                y_label,
+                axes,
                 series,
-            } => draw_lines(area, title, x_label, y_label, series),
+            } => draw_lines(area, title, axes, series),
         }
     }
 
@@ -227,18 +225,47 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Lines of `y` in `[0, 1]` against `x`: writes `stem.png` and `stem.svg`.
-pub fn line_plot(
-    stem: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-) -> Result<Vec<PathBuf>> {
+/// A tick value without float noise: `0.3`, not `0.30000000000000004`.
+fn tick(v: f64) -> String {
+    let text = format!("{v:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
+/// The axes of a [`line_plot`].
+#[derive(Clone, Debug)]
+pub struct Axes {
+    /// Caption of the x axis.
+    pub x_label: String,
+    /// Caption of the y axis.
+    pub y_label: String,
+    /// Space x by powers of two (for sizes 128, 256, …, 16384).
+    pub log2_x: bool,
+    /// Top of the y axis; `None` = 1 (accuracies, shares).
+    pub y_max: Option<f64>,
+}
+
+impl Axes {
+    /// Linear axes with y in `[0, 1]`.
+    pub fn unit(x_label: &str, y_label: &str) -> Self {
+        Self {
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            log2_x: false,
+            y_max: None,
+        }
+    }
+}
+
+/// Lines of `y` against `x`: writes `stem.png` and `stem.svg`.
+pub fn line_plot(stem: &Path, title: &str, axes: &Axes, series: &[Series]) -> Result<Vec<PathBuf>> {
     Picture::Lines {
         title,
-        x_label,
-        y_label,
+        axes,
         series,
     }
     .write(stem, (800, 500))
@@ -247,26 +274,43 @@ pub fn line_plot(
 fn draw_lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
-    x_label: &str,
-    y_label: &str,
+    axes: &Axes,
     series: &[Series],
 ) -> Result<()> {
-    let x_max = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .fold(1.0, f64::max);
+    let x = |v: f64| if axes.log2_x { v.log2() } else { v };
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| x(p.0)));
+    let x_min = if axes.log2_x {
+        xs.clone().fold(f64::INFINITY, f64::min)
+    } else {
+        0.0
+    };
+    let x_max = xs.fold(1.0, f64::max);
+    let y_max = axes.y_max.unwrap_or(1.0) * 1.02;
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 22))
         .margin(16)
         .x_label_area_size(44)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..x_max, 0.0..1.02)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_min..x_max, 0.0..y_max)
         .map_err(plot_error)?;
+    let log2_x = axes.log2_x;
     chart
         .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .x_label_formatter(&|x| format!("{x}"))
+        .x_desc(axes.x_label.as_str())
+        .y_desc(axes.y_label.as_str())
+        .x_label_formatter(&|v| {
+            if log2_x {
+                format!("{}", 2f64.powf(*v).round())
+            } else {
+                format!("{v}")
+            }
+        })
+        .x_labels(if log2_x {
+            (x_max - x_min).round() as usize + 1
+        } else {
+            10
+        })
+        .y_label_formatter(&|v| tick(*v))
         .light_line_style(WHITE)
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
@@ -277,14 +321,18 @@ fn draw_lines<DB: DrawingBackend>(
         let color = *color;
         chart
             .draw_series(LineSeries::new(
-                s.points.iter().copied(),
+                s.points.iter().map(|&(px, py)| (x(px), py)),
                 color.stroke_width(2),
             ))
             .map_err(plot_error)?
             .label(s.name.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
         chart
-            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(|&(px, py)| Circle::new((x(px), py), 3, color.filled())),
+            )
             .map_err(plot_error)?;
     }
     chart
@@ -347,15 +395,21 @@ mod tests {
             name: "exact match".into(),
             points: vec![(0.0, 1.0), (1.0, 0.9), (2.0, 0.4)],
         }];
-        let written = line_plot(
-            &dir.join("sweep"),
-            "pruning",
-            "heads removed",
-            "accuracy",
-            &series,
-        )
-        .unwrap();
+        let axes = Axes::unit("heads removed", "accuracy");
+        let written = line_plot(&dir.join("sweep"), "pruning", &axes, &series).unwrap();
         assert_eq!(png_size(&written[0]), (800, 500));
+        let log_axes = Axes {
+            log2_x: true,
+            y_max: Some(2000.0),
+            ..Axes::unit("sequence length", "ms")
+        };
+        let timings = [Series {
+            name: "fused".into(),
+            points: vec![(128.0, 2.3), (1024.0, 48.5), (16384.0, 1967.0)],
+        }];
+        line_plot(&dir.join("scaling"), "scaling", &log_axes, &timings).unwrap();
+        assert_eq!(tick(0.30000000000000004), "0.3");
+        assert_eq!(tick(2000.0), "2000");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
