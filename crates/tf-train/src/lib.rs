@@ -6,10 +6,12 @@
 //! validation, checkpoints and resume ([`train`]), accuracy ([`eval`]), and the model directory
 //! ([`checkpoint`]). Attention inspection: the weights behind one decoded input, drawn
 //! ([`attention_maps`], [`plot`]), per-head statistics ([`head_stats`]) and head importance for
-//! pruning ([`importance`]). The `tf` command-line program is built on it.
+//! pruning ([`importance`]). Corpus BLEU equal to sacreBLEU's ([`bleu`]). The `tf` command-line
+//! program is built on it.
 
 pub mod attention_maps;
 pub mod batch;
+pub mod bleu;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

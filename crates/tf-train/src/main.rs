@@ -56,6 +56,19 @@ enum Command {
     /// Remove the least important heads (Michel et al., 2019) into a new model directory, or
     /// sweep accuracy against the number of heads removed.
     Prune(PruneArgs),
+    /// Corpus BLEU of a hypothesis file against a reference file, one segment a line, exactly
+    /// as sacreBLEU's default (13a tokenizer, case-sensitive, exponential smoothing).
+    Bleu(BleuArgs),
+}
+
+#[derive(Args, Debug)]
+struct BleuArgs {
+    /// Reference translations, one a line (UTF-8).
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    /// Hypotheses, one a line, line N translating the same source as reference line N.
+    #[arg(long)]
+    hyp: PathBuf,
 }
 
 /// The built-in task a model is for.
@@ -326,6 +339,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attention(args) => attention(args, &device),
         Command::Heads(args) => heads(args, &device),
         Command::Prune(args) => prune(args, &device),
+        Command::Bleu(args) => bleu(args),
     }
 }
 
@@ -662,6 +676,31 @@ fn prune(args: PruneArgs, device: &burn::tensor::Device) -> Result<()> {
     for path in written {
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// The lines of a UTF-8 text file, without their line endings.
+fn read_lines(path: &std::path::Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|err| {
+        let at = err.utf8_error().valid_up_to();
+        let line = err.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!("{}: line {line} is not valid UTF-8", path.display())
+    })?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+fn bleu(args: BleuArgs) -> Result<()> {
+    let references = read_lines(&args.reference)?;
+    let hypotheses = read_lines(&args.hyp)?;
+    let score = tf_train::bleu::corpus_bleu(&hypotheses, &references).with_context(|| {
+        format!(
+            "{} against {}",
+            args.hyp.display(),
+            args.reference.display()
+        )
+    })?;
+    println!("{score}");
     Ok(())
 }
 

@@ -447,3 +447,58 @@ fn a_default_reverse_model_has_an_aligned_cross_attention_head() {
         .fold(0.0, f64::max);
     assert!(best >= 0.9, "best cross-attention alignment {best}");
 }
+
+#[test]
+fn bleu_prints_sacrebleu_s_line_and_refuses_unpaired_files() {
+    let dir = std::env::temp_dir().join(format!("tf-cli-bleu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (hyp, reference) = (dir.join("hyp.txt"), dir.join("ref.txt"));
+    // The fixture case "german_umlauts", as files.
+    std::fs::write(
+        &hyp,
+        "Ein Mann fährt mit dem Fahrrad über die Straße.\nZwei Mädchen spielen im Schnee.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &reference,
+        "Ein Mann fährt Fahrrad auf der Straße.\nZwei Mädchen spielen draußen im Schnee.\n",
+    )
+    .unwrap();
+    let args = |h: &Path, r: &Path| {
+        vec![
+            "bleu".to_string(),
+            "--ref".into(),
+            r.to_str().unwrap().into(),
+            "--hyp".into(),
+            h.to_str().unwrap().into(),
+        ]
+    };
+    let run = |a: Vec<String>| tf(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run(args(&hyp, &reference));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "BLEU = 26.17 75.0/50.0/25.0/5.0 (BP = 1.000 ratio = 1.067 hyp_len = 16 ref_len = 15)"
+    );
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "Ein Mann.\n").unwrap();
+    let out = run(args(&short, &reference));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("1 hypotheses but 2 references"),
+        "{}",
+        stderr(&out)
+    );
+    let invalid = dir.join("invalid.txt");
+    std::fs::write(&invalid, b"fine\n\xff\xfe broken\n").unwrap();
+    let out = run(args(&invalid, &reference));
+    assert!(
+        stderr(&out).contains("line 2 is not valid UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(args(&dir.join("missing.txt"), &reference));
+    assert!(!out.status.success() && stderr(&out).contains("cannot read"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
