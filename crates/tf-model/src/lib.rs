@@ -2,8 +2,8 @@
 //!
 //! The encoder–decoder Transformer of "Attention Is All You Need" (Vaswani et al., 2017) for
 //! [burn]: token embeddings scaled by `√d_model` (§3.4) with optional weight sharing, the
-//! encoder and decoder stacks (§3.1), the whole model, and greedy decoding with an explicit
-//! key/value cache.
+//! encoder and decoder stacks (§3.1), the whole model, greedy decoding and beam search with an
+//! explicit key/value cache, and PyTorch weight import.
 //!
 //! ```
 //! use burn::tensor::{Device, Int, Tensor};
@@ -19,6 +19,7 @@
 //! assert!(tokens[0].len() <= 5);
 //! ```
 
+pub mod beam;
 pub mod cache;
 pub mod config;
 pub mod decoder;
@@ -30,6 +31,7 @@ pub mod heads;
 pub mod torch_import;
 pub mod transformer;
 
+pub use beam::{BeamOptions, Hypothesis};
 pub use cache::DecoderCache;
 pub use config::{EmbeddingSharing, FinalNorm, HeadCounts, TransformerConfig};
 pub use decoder::Decoder;

@@ -1,0 +1,407 @@
+//! Beam search: the `beam_size` most probable prefixes of every sentence, extended step by step
+//! on the key/value cache, all sentences and beams in one batch; finished hypotheses are ranked
+//! by log-probability over GNMT's length penalty `((5 + len) / 6)^α` (Wu et al., 2016).
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use crate::greedy::DecodeError;
+use crate::transformer::Transformer;
+
+/// How to search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BeamOptions {
+    /// The token every target starts with.
+    pub bos: usize,
+    /// The token that ends a target (not included in the output).
+    pub eos: usize,
+    /// Hypotheses kept per sentence. 1 is greedy decoding.
+    pub beam_size: usize,
+    /// Length-penalty exponent α (GNMT); 0 ranks by log-probability alone.
+    pub alpha: f64,
+    /// Most tokens per sentence (EOS included): `max_len_a · source length + max_len_b`, and
+    /// never more than the model's positions allow.
+    pub max_len_a: f64,
+    /// See `max_len_a`.
+    pub max_len_b: usize,
+}
+
+impl BeamOptions {
+    /// Beam 5, α 0.6, at most `1.5 · source + 10` tokens.
+    pub fn new(bos: usize, eos: usize) -> Self {
+        Self {
+            bos,
+            eos,
+            beam_size: 5,
+            alpha: 0.6,
+            max_len_a: 1.5,
+            max_len_b: 10,
+        }
+    }
+
+    /// GNMT's length penalty of a hypothesis of `len` tokens.
+    pub fn length_penalty(&self, len: usize) -> f64 {
+        ((5.0 + len as f64) / 6.0).powf(self.alpha)
+    }
+}
+
+/// One finished hypothesis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hypothesis {
+    /// Its tokens, without BOS and EOS.
+    pub tokens: Vec<usize>,
+    /// Sum of the log-probabilities of its tokens, EOS included when it ended with one.
+    pub log_prob: f64,
+    /// `log_prob` over the length penalty of its tokens (EOS counted): what ranks it.
+    pub score: f64,
+}
+
+/// A prefix still being extended.
+#[derive(Clone, Debug)]
+struct Live {
+    tokens: Vec<usize>,
+    log_prob: f64,
+}
+
+impl Transformer {
+    /// Beam search for every source sentence; returns each sentence's finished hypotheses, best
+    /// first (at most `beam_size`).
+    ///
+    /// # Shapes
+    /// - `src`: `[batch, src_len]` token ids
+    /// - `src_pad_mask`: `[batch, src_len]`, `true` = padding
+    pub fn beam_search(
+        &self,
+        src: Tensor<2, Int>,
+        src_pad_mask: Option<Tensor<2, Bool>>,
+        options: &BeamOptions,
+    ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
+        let [batch, src_len] = src.dims();
+        let max_positions = self.max_len();
+        if src_len > max_positions {
+            return Err(DecodeError::SourceTooLong {
+                len: src_len,
+                max_len: max_positions,
+            });
+        }
+        let k = options.beam_size.max(1);
+        let device = src.device();
+        let lengths: Vec<usize> = match &src_pad_mask {
+            Some(mask) => mask
+                .clone()
+                .bool_not()
+                .int()
+                .sum_dim(1)
+                .try_into_vec_as::<i64>()
+                .expect("lengths read back")
+                .into_iter()
+                .map(|l| l as usize)
+                .collect(),
+            None => vec![src_len; batch],
+        };
+        // The decoder's inputs are BOS and the tokens before the last: at most the model's positions.
+        let max_tokens: Vec<usize> = lengths
+            .iter()
+            .map(|&l| {
+                ((options.max_len_a * l as f64) as usize + options.max_len_b)
+                    .clamp(1, max_positions)
+            })
+            .collect();
+
+        // Every sentence's row repeated for its k beams: row b·k + j is beam j of sentence b.
+        let repeat = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                (0..batch * k).map(|r| (r / k) as i64).collect::<Vec<_>>(),
+                [batch * k],
+            ),
+            &device,
+        );
+        let memory = self.encode(
+            src.select(0, repeat.clone()),
+            src_pad_mask.map(|m| m.select(0, repeat)),
+        );
+        let mut cache = self.new_cache(&memory);
+
+        // Beam 0 of each sentence starts alone (the others at -inf, so the first step fans out
+        // from one prefix).
+        let mut live: Vec<Vec<Live>> = (0..batch)
+            .map(|_| {
+                (0..k)
+                    .map(|j| Live {
+                        tokens: Vec::new(),
+                        log_prob: if j == 0 { 0.0 } else { f64::NEG_INFINITY },
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
+        let mut done = vec![false; batch];
+        let finish = |beam: &Live, with_eos: bool, out: &mut Vec<Hypothesis>| {
+            let len = beam.tokens.len() + usize::from(with_eos);
+            out.push(Hypothesis {
+                tokens: beam.tokens.clone(),
+                log_prob: beam.log_prob,
+                score: beam.log_prob / options.length_penalty(len),
+            });
+        };
+
+        for step in 0.. {
+            let last: Vec<i64> = live
+                .iter()
+                .flat_map(|beams| {
+                    beams
+                        .iter()
+                        .map(|b| *b.tokens.last().unwrap_or(&options.bos) as i64)
+                })
+                .collect();
+            let input = Tensor::<2, Int>::from_data(TensorData::new(last, [batch * k, 1]), &device);
+            let logits = self.decode(input, &memory, None, Some(&mut cache)); // [b·k, 1, vocab]
+            let vocab = logits.dims()[2];
+            let log_probs = log_softmax(logits.reshape([batch * k, vocab]), 1)
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("float log-probabilities");
+
+            let mut order = Vec::with_capacity(batch * k);
+            for b in 0..batch {
+                let base = b * k;
+                if done[b] {
+                    order.extend(base..base + k);
+                    continue;
+                }
+                // The 2k best extensions of the sentence's beams (ties: lower beam, lower token).
+                let mut candidates: Vec<(f64, usize, usize)> = Vec::with_capacity(k * vocab);
+                for (j, beam) in live[b].iter().enumerate() {
+                    if beam.log_prob == f64::NEG_INFINITY {
+                        continue;
+                    }
+                    let row = &log_probs[(base + j) * vocab..(base + j + 1) * vocab];
+                    candidates.extend(
+                        row.iter()
+                            .enumerate()
+                            .map(|(t, &lp)| (beam.log_prob + lp as f64, j, t)),
+                    );
+                }
+                let take = (2 * k).min(candidates.len());
+                candidates.select_nth_unstable_by(take - 1, |a, b| {
+                    b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2)))
+                });
+                candidates.truncate(take);
+                candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+
+                let at_limit = step + 1 >= max_tokens[b];
+                let mut next: Vec<Live> = Vec::with_capacity(k);
+                let mut sources = Vec::with_capacity(k);
+                for (rank, &(log_prob, j, token)) in candidates.iter().enumerate() {
+                    if next.len() == k {
+                        break;
+                    }
+                    let mut tokens = live[b][j].tokens.clone();
+                    if token == options.eos {
+                        // An ending counts only if it ranks among the k best.
+                        if rank < k {
+                            finish(&Live { tokens, log_prob }, true, &mut finished[b]);
+                        }
+                        continue;
+                    }
+                    tokens.push(token);
+                    next.push(Live { tokens, log_prob });
+                    sources.push(base + j);
+                }
+                if at_limit {
+                    for beam in &next {
+                        finish(beam, false, &mut finished[b]);
+                    }
+                }
+                // Done once k hypotheses have ended, or the length limit is reached.
+                if finished[b].len() >= k || at_limit || next.is_empty() {
+                    done[b] = true;
+                }
+                while next.len() < k {
+                    next.push(Live {
+                        tokens: Vec::new(),
+                        log_prob: f64::NEG_INFINITY,
+                    });
+                    sources.push(base);
+                }
+                live[b] = next;
+                order.extend(sources);
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            let order = Tensor::<1, Int>::from_data(
+                TensorData::new(
+                    order.into_iter().map(|r| r as i64).collect::<Vec<_>>(),
+                    [batch * k],
+                ),
+                &device,
+            );
+            cache.reorder(order);
+        }
+        for hypotheses in &mut finished {
+            hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));
+            hypotheses.truncate(k);
+        }
+        Ok(finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TransformerConfig;
+    use crate::greedy::GreedyOptions;
+    use burn::tensor::Device;
+
+    fn model(seed: u64, device: &Device) -> Transformer {
+        device.seed(seed);
+        TransformerConfig::tiny(9, 9)
+            .with_d_model(16)
+            .with_n_heads(2)
+            .with_d_ff(32)
+            .with_dropout(0.0)
+            .with_max_len(16)
+            .init(device)
+    }
+
+    /// Sum of log-probabilities of `tokens` (and EOS, when `with_eos`) under teacher forcing.
+    fn log_prob(model: &Transformer, src: &[i64], tokens: &[usize], with_eos: bool) -> f64 {
+        let device = Device::flex();
+        let src =
+            Tensor::<2, Int>::from_data(TensorData::new(src.to_vec(), [1, src.len()]), &device);
+        let mut input = vec![1i64];
+        input.extend(tokens.iter().map(|&t| t as i64));
+        let mut target: Vec<usize> = tokens.to_vec();
+        if with_eos {
+            target.push(2);
+        } else {
+            input.pop();
+        }
+        let n = input.len();
+        let tgt = Tensor::<2, Int>::from_data(TensorData::new(input, [1, n]), &device);
+        let logits = model.forward(src, tgt, None, None);
+        let log_probs = log_softmax(logits, 2)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let vocab = log_probs.len() / n;
+        target
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| log_probs[i * vocab + t] as f64)
+            .sum()
+    }
+
+    #[test]
+    fn beam_one_is_greedy() {
+        let device = Device::flex();
+        for seed in 0..5 {
+            let model = model(seed, &device);
+            let src = Tensor::<2, Int>::from_ints([[3, 4, 5, 6], [7, 8, 3, 0]], &device);
+            let pad = src.clone().equal_elem(0);
+            let options = BeamOptions {
+                beam_size: 1,
+                max_len_a: 0.0,
+                max_len_b: 10,
+                ..BeamOptions::new(1, 2)
+            };
+            let beam = model
+                .beam_search(src.clone(), Some(pad.clone()), &options)
+                .unwrap();
+            let greedy = model
+                .greedy_decode(src, Some(pad), &GreedyOptions::new(1, 2, 10))
+                .unwrap();
+            let best: Vec<Vec<usize>> = beam.iter().map(|h| h[0].tokens.clone()).collect();
+            assert_eq!(best, greedy, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn beam_search_never_scores_below_greedy() {
+        let device = Device::flex();
+        for seed in 0..8 {
+            let model = model(100 + seed, &device);
+            let source = [3i64, 5, 7, 4, 6];
+            let src =
+                Tensor::<2, Int>::from_data(TensorData::new(source.to_vec(), [1, 5]), &device);
+            let options = BeamOptions {
+                beam_size: 4,
+                alpha: 0.0,
+                max_len_a: 0.0,
+                max_len_b: 8,
+                ..BeamOptions::new(1, 2)
+            };
+            let beam = model.beam_search(src.clone(), None, &options).unwrap();
+            let best = &beam[0][0];
+            let greedy = model
+                .greedy_decode(src, None, &GreedyOptions::new(1, 2, 8))
+                .unwrap();
+            let greedy_ended = greedy[0].len() < 8;
+            let greedy_score = log_prob(&model, &source, &greedy[0], greedy_ended);
+            let best_ended = best.tokens.len() < 8;
+            // The reported log-probability is the model's.
+            assert!(
+                (best.log_prob - log_prob(&model, &source, &best.tokens, best_ended)).abs() < 1e-4
+            );
+            assert!(
+                best.log_prob >= greedy_score - 1e-4,
+                "seed {seed}: beam {} < greedy {greedy_score}",
+                best.log_prob
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_finds_what_each_sentence_finds_alone() {
+        let device = Device::flex();
+        let model = model(21, &device);
+        let options = BeamOptions::new(1, 2);
+        let src = Tensor::<2, Int>::from_ints(
+            [[3, 4, 5, 6, 7], [8, 3, 0, 0, 0], [5, 5, 6, 0, 0]],
+            &device,
+        );
+        let pad = src.clone().equal_elem(0);
+        let together = model.beam_search(src, Some(pad), &options).unwrap();
+        for (i, row) in [vec![3, 4, 5, 6, 7], vec![8, 3], vec![5, 5, 6]]
+            .into_iter()
+            .enumerate()
+        {
+            let n = row.len();
+            let alone_src = Tensor::<2, Int>::from_data(TensorData::new(row, [1, n]), &device);
+            let alone = model.beam_search(alone_src, None, &options).unwrap();
+            assert_eq!(alone[0][0].tokens, together[i][0].tokens, "sentence {i}");
+            assert!((alone[0][0].log_prob - together[i][0].log_prob).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn hypotheses_are_ranked_by_length_penalised_score() {
+        let device = Device::flex();
+        let model = model(7, &device);
+        let src = Tensor::<2, Int>::from_ints([[3, 4, 5]], &device);
+        let options = BeamOptions {
+            max_len_a: 0.0,
+            max_len_b: 6,
+            ..BeamOptions::new(1, 2)
+        };
+        let hyps = &model.beam_search(src, None, &options).unwrap()[0];
+        assert!(!hyps.is_empty() && hyps.len() <= 5);
+        assert!(hyps.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!(
+            hyps.iter()
+                .all(|h| h.tokens.len() <= 6 && !h.tokens.contains(&2))
+        );
+        assert!((options.length_penalty(1) - 1.0).abs() < 1e-12);
+        assert!(
+            (BeamOptions {
+                alpha: 1.0,
+                ..options
+            }
+            .length_penalty(7)
+                - 2.0)
+                .abs()
+                < 1e-12
+        );
+    }
+}
