@@ -228,15 +228,33 @@ impl ModelDir {
         Ok((model, optimizer, state))
     }
 
-    /// Removes all but the newest `keep` checkpoints.
-    fn prune(&self, keep: usize) -> Result<()> {
+    /// The complete checkpoints on disk (`step-NNNNNNNN`), oldest first.
+    pub fn checkpoint_names(&self) -> Result<Vec<String>> {
         let checkpoints = self.root.join(CHECKPOINTS_DIR);
-        let mut names: Vec<String> = fs::read_dir(&checkpoints)?
+        if !checkpoints.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = fs::read_dir(&checkpoints)
+            .with_context(|| format!("cannot list {}", checkpoints.display()))?
             .filter_map(|entry| entry.ok())
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
             .filter(|name| name.starts_with("step-"))
             .collect();
         names.sort();
+        Ok(names)
+    }
+
+    /// The weights of checkpoint `name` in a model built from the run's configuration.
+    pub fn load_checkpoint_model(&self, name: &str, device: &Device) -> Result<Transformer> {
+        let config = self.load_config()?;
+        let path = self.root.join(CHECKPOINTS_DIR).join(name).join(MODEL_FILE);
+        load_weights(config.model.init(device), &path)
+    }
+
+    /// Removes all but the newest `keep` checkpoints.
+    fn prune(&self, keep: usize) -> Result<()> {
+        let checkpoints = self.root.join(CHECKPOINTS_DIR);
+        let names = self.checkpoint_names()?;
         let excess = names.len().saturating_sub(keep);
         for name in &names[..excess] {
             fs::remove_dir_all(checkpoints.join(name))?;

@@ -10,6 +10,7 @@
 //! program is built on it.
 
 pub mod attention_maps;
+pub mod average;
 pub mod batch;
 pub mod bleu;
 pub mod checkpoint;

@@ -56,9 +56,25 @@ enum Command {
     /// Remove the least important heads (Michel et al., 2019) into a new model directory, or
     /// sweep accuracy against the number of heads removed.
     Prune(PruneArgs),
+    /// Average the weights of the last N checkpoints into a new model directory (the paper
+    /// averaged its last 5).
+    Average(AverageArgs),
     /// Corpus BLEU of a hypothesis file against a reference file, one segment a line, exactly
     /// as sacreBLEU's default (13a tokenizer, case-sensitive, exponential smoothing).
     Bleu(BleuArgs),
+}
+
+#[derive(Args, Debug)]
+struct AverageArgs {
+    /// Model directory written by `tf train` (its checkpoints/).
+    #[arg(long)]
+    model: PathBuf,
+    /// How many of the newest checkpoints to average.
+    #[arg(long, default_value_t = 5)]
+    last: usize,
+    /// Model directory to write the averaged model to.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +180,9 @@ struct TrainingArgs {
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 500)]
     checkpoint_every: usize,
+    /// Checkpoints kept on disk (the newest); `tf average` averages some of them.
+    #[arg(long, default_value_t = 5)]
+    keep_checkpoints: usize,
 }
 
 impl TrainingArgs {
@@ -180,7 +199,7 @@ impl TrainingArgs {
             eval_every: self.eval_every,
             eval_samples: self.eval_samples,
             checkpoint_every: self.checkpoint_every,
-            keep_checkpoints: 3,
+            keep_checkpoints: self.keep_checkpoints,
         }
     }
 }
@@ -340,6 +359,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Heads(args) => heads(args, &device),
         Command::Prune(args) => prune(args, &device),
         Command::Bleu(args) => bleu(args),
+        Command::Average(args) => average(args, &device),
     }
 }
 
@@ -688,6 +708,40 @@ fn read_lines(path: &std::path::Path) -> Result<Vec<String>> {
         anyhow::anyhow!("{}: line {line} is not valid UTF-8", path.display())
     })?;
     Ok(text.lines().map(str::to_string).collect())
+}
+
+fn average(args: AverageArgs, device: &burn::tensor::Device) -> Result<()> {
+    if args.last == 0 {
+        bail!("--last must be at least 1");
+    }
+    let dir = ModelDir::new(&args.model);
+    let config = dir.load_config()?;
+    let out = ModelDir::new(&args.out);
+    if out.has_config() {
+        bail!(
+            "{} already holds a model; choose another --out",
+            args.out.display()
+        );
+    }
+    let names = dir.checkpoint_names()?;
+    if names.len() < args.last {
+        bail!(
+            "{} has {} checkpoint(s), fewer than --last {} (train with --keep-checkpoints {} or more)",
+            args.model.display(),
+            names.len(),
+            args.last,
+            args.last
+        );
+    }
+    let chosen = &names[names.len() - args.last..];
+    let models = chosen
+        .iter()
+        .map(|name| dir.load_checkpoint_model(name, device))
+        .collect::<Result<Vec<_>>>()?;
+    let averaged = tf_train::average::average_models(models)?;
+    out.save_model(&config, &averaged)?;
+    println!("averaged {} into {}", chosen.join(", "), args.out.display());
+    Ok(())
 }
 
 fn bleu(args: BleuArgs) -> Result<()> {

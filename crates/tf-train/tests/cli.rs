@@ -502,3 +502,54 @@ fn bleu_prints_sacrebleu_s_line_and_refuses_unpaired_files() {
     assert!(!out.status.success() && stderr(&out).contains("cannot read"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn average_writes_the_mean_of_the_last_checkpoints() {
+    let dir = trained_model("average"); // 30 steps, a checkpoint every 500 → one, at the end
+    let model = model_arg(&dir);
+    let averaged = dir.join("averaged");
+    let out = tf(&[
+        "average",
+        "--model",
+        model,
+        "--last",
+        "1",
+        "--out",
+        averaged.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("averaged step-00000030"),
+        "{}",
+        stdout(&out)
+    );
+    // The mean of one checkpoint is that checkpoint: the same predictions.
+    let predict = |m: &str| stdout(&tf(&["predict", "--model", m, "1 2 3", "4 0 2"]));
+    assert_eq!(predict(averaged.to_str().unwrap()), predict(model));
+    let too_many = tf(&[
+        "average",
+        "--model",
+        model,
+        "--last",
+        "5",
+        "--out",
+        "/tmp/never-written-avg",
+    ]);
+    assert!(!too_many.status.success());
+    assert!(
+        stderr(&too_many).contains("has 1 checkpoint(s), fewer than --last 5"),
+        "{}",
+        stderr(&too_many)
+    );
+    let again = tf(&[
+        "average",
+        "--model",
+        model,
+        "--last",
+        "1",
+        "--out",
+        averaged.to_str().unwrap(),
+    ]);
+    assert!(stderr(&again).contains("already holds a model"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
