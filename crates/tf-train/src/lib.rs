@@ -6,15 +6,18 @@
 //! validation, checkpoints and resume ([`train`]), accuracy ([`eval`]), and the model directory
 //! ([`checkpoint`]). Attention inspection: the weights behind one decoded input, drawn
 //! ([`attention_maps`], [`plot`]), per-head statistics ([`head_stats`]) and head importance for
-//! pruning ([`importance`]). Corpus BLEU equal to sacreBLEU's ([`bleu`]). The `tf` command-line
+//! pruning ([`importance`]). Parallel corpora ([`corpus`]), token-budget batching ([`bucketing`]), corpus BLEU equal to
+//! sacreBLEU's ([`bleu`]). The `tf` command-line
 //! program is built on it.
 
 pub mod attention_maps;
 pub mod average;
 pub mod batch;
 pub mod bleu;
+pub mod bucketing;
 pub mod checkpoint;
 pub mod config;
+pub mod corpus;
 pub mod device;
 pub mod eval;
 pub mod head_stats;
