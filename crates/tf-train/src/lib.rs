@@ -6,7 +6,8 @@
 //! validation, checkpoints and resume ([`train`]), accuracy ([`eval`]), and the model directory
 //! ([`checkpoint`]). Attention inspection: the weights behind one decoded input, drawn
 //! ([`attention_maps`], [`plot`]), per-head statistics ([`head_stats`]) and head importance for
-//! pruning ([`importance`]). Parallel corpora ([`corpus`]), token-budget batching ([`bucketing`]), corpus BLEU equal to
+//! pruning ([`importance`]). Parallel corpora ([`corpus`]), subword vocabularies ([`subword`]), token-budget batching
+//! ([`bucketing`]), corpus BLEU equal to
 //! sacreBLEU's ([`bleu`]). The `tf` command-line
 //! program is built on it.
 
@@ -26,6 +27,7 @@ pub mod loss;
 pub mod metrics;
 pub mod plot;
 pub mod schedule;
+pub mod subword;
 pub mod task;
 #[cfg(test)]
 mod testing;
