@@ -226,56 +226,44 @@ impl TorchTransformerConfig {
                 ));
             }
         };
-        for i in 0..self.num_encoder_layers {
-            let (torch, ours) = (format!("encoder.layers.{i}"), format!("encoder.layers.{i}"));
-            params.extend(attention_parameters(
-                &format!("{torch}.self_attn."),
-                &format!("{ours}.self_attn."),
-                d,
-            ));
-            feed_forward(&mut params, &torch, &ours);
+        // Per stack: its layers' attentions and norms, PyTorch's name → ours.
+        let encoder = (
+            "encoder",
+            self.num_encoder_layers,
+            ENCODER_ATTENTIONS,
+            ENCODER_NORMS,
+        );
+        let decoder = (
+            "decoder",
+            self.num_decoder_layers,
+            DECODER_ATTENTIONS,
+            DECODER_NORMS,
+        );
+        for (stack, n_layers, attentions, norms) in [encoder, decoder] {
+            for i in 0..n_layers {
+                let layer = format!("{stack}.layers.{i}");
+                for (torch, ours) in attentions {
+                    params.extend(attention_parameters(
+                        &format!("{layer}.{torch}."),
+                        &format!("{layer}.{ours}."),
+                        d,
+                    ));
+                }
+                feed_forward(&mut params, &layer, &layer);
+                for (torch, ours) in norms {
+                    norm(
+                        &mut params,
+                        &format!("{layer}.{torch}"),
+                        &format!("{layer}.{ours}.norm"),
+                    );
+                }
+            }
             norm(
                 &mut params,
-                &format!("{torch}.norm1"),
-                &format!("{ours}.self_attn_residual.norm"),
-            );
-            norm(
-                &mut params,
-                &format!("{torch}.norm2"),
-                &format!("{ours}.ffn_residual.norm"),
-            );
-        }
-        norm(&mut params, "encoder.norm", "encoder.final_norm.norm");
-        for i in 0..self.num_decoder_layers {
-            let (torch, ours) = (format!("decoder.layers.{i}"), format!("decoder.layers.{i}"));
-            params.extend(attention_parameters(
-                &format!("{torch}.self_attn."),
-                &format!("{ours}.self_attn."),
-                d,
-            ));
-            params.extend(attention_parameters(
-                &format!("{torch}.multihead_attn."),
-                &format!("{ours}.cross_attn."),
-                d,
-            ));
-            feed_forward(&mut params, &torch, &ours);
-            norm(
-                &mut params,
-                &format!("{torch}.norm1"),
-                &format!("{ours}.self_attn_residual.norm"),
-            );
-            norm(
-                &mut params,
-                &format!("{torch}.norm2"),
-                &format!("{ours}.cross_attn_residual.norm"),
-            );
-            norm(
-                &mut params,
-                &format!("{torch}.norm3"),
-                &format!("{ours}.ffn_residual.norm"),
+                &format!("{stack}.norm"),
+                &format!("{stack}.final_norm.norm"),
             );
         }
-        norm(&mut params, "decoder.norm", "decoder.final_norm.norm");
         for (name, vocab) in [("src_embedding", src_vocab), ("tgt_embedding", tgt_vocab)] {
             params.push(TorchParameter {
                 torch_name: format!("{name}.weight"),
@@ -287,6 +275,18 @@ impl TorchTransformerConfig {
         params
     }
 }
+
+/// PyTorch's submodule name → ours, within one layer.
+type Renames = &'static [(&'static str, &'static str)];
+
+const ENCODER_ATTENTIONS: Renames = &[("self_attn", "self_attn")];
+const ENCODER_NORMS: Renames = &[("norm1", "self_attn_residual"), ("norm2", "ffn_residual")];
+const DECODER_ATTENTIONS: Renames = &[("self_attn", "self_attn"), ("multihead_attn", "cross_attn")];
+const DECODER_NORMS: Renames = &[
+    ("norm1", "self_attn_residual"),
+    ("norm2", "cross_attn_residual"),
+    ("norm3", "ffn_residual"),
+];
 
 /// The parameters of one `nn.MultiheadAttention` under the prefixes given (ending in `.`).
 fn attention_parameters(torch: &str, ours: &str, d: usize) -> Vec<TorchParameter> {

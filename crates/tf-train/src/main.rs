@@ -699,17 +699,6 @@ fn prune(args: PruneArgs, device: &burn::tensor::Device) -> Result<()> {
     Ok(())
 }
 
-/// The lines of a UTF-8 text file, without their line endings.
-fn read_lines(path: &std::path::Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|err| {
-        let at = err.utf8_error().valid_up_to();
-        let line = err.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        anyhow::anyhow!("{}: line {line} is not valid UTF-8", path.display())
-    })?;
-    Ok(text.lines().map(str::to_string).collect())
-}
-
 fn average(args: AverageArgs, device: &burn::tensor::Device) -> Result<()> {
     if args.last == 0 {
         bail!("--last must be at least 1");
@@ -745,8 +734,8 @@ fn average(args: AverageArgs, device: &burn::tensor::Device) -> Result<()> {
 }
 
 fn bleu(args: BleuArgs) -> Result<()> {
-    let references = read_lines(&args.reference)?;
-    let hypotheses = read_lines(&args.hyp)?;
+    let references = tf_train::corpus::read_lines(&args.reference)?;
+    let hypotheses = tf_train::corpus::read_lines(&args.hyp)?;
     let score = tf_train::bleu::corpus_bleu(&hypotheses, &references).with_context(|| {
         format!(
             "{} against {}",

@@ -499,7 +499,7 @@ fn bleu_prints_sacrebleu_s_line_and_refuses_unpaired_files() {
         stderr(&out)
     );
     let out = run(args(&dir.join("missing.txt"), &reference));
-    assert!(!out.status.success() && stderr(&out).contains("cannot read"));
+    assert!(!out.status.success() && stderr(&out).contains("cannot open"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
