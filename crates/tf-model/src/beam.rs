@@ -237,7 +237,7 @@ impl Transformer {
                 ),
                 &device,
             );
-            cache.reorder(order);
+            cache.reorder_self_attention(order); // beams stay within their sentence
         }
         for hypotheses in &mut finished {
             hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));

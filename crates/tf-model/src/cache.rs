@@ -27,12 +27,22 @@ impl DecoderCache {
     /// # Shapes
     /// - `indices`: `[new_batch]`
     pub fn reorder(&mut self, indices: Tensor<1, Int>) {
-        for cache in &mut self.self_attn {
-            cache.select_batch(indices.clone());
-        }
+        self.reorder_self_attention(indices.clone());
         self.memory = std::mem::take(&mut self.memory)
             .into_iter()
             .map(|m| m.select_batch(indices.clone()))
             .collect();
+    }
+
+    /// Reorders only the self-attention caches: for beams that trade places within one
+    /// sentence, whose rows of the cross-attention memory are all the same, so that copying
+    /// them every step would change nothing.
+    ///
+    /// # Shapes
+    /// - `indices`: `[batch]`, each row taken from a row of the same source
+    pub fn reorder_self_attention(&mut self, indices: Tensor<1, Int>) {
+        for cache in &mut self.self_attn {
+            cache.select_batch(indices.clone());
+        }
     }
 }
