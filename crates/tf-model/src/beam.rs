@@ -78,12 +78,7 @@ impl Transformer {
     ) -> Result<Vec<Vec<Hypothesis>>, DecodeError> {
         let [batch, src_len] = src.dims();
         let max_positions = self.max_len();
-        if src_len > max_positions {
-            return Err(DecodeError::SourceTooLong {
-                len: src_len,
-                max_len: max_positions,
-            });
-        }
+        DecodeError::check_source(src_len, max_positions)?;
         let k = options.beam_size.max(1);
         let device = src.device();
         let lengths: Vec<usize> = match &src_pad_mask {

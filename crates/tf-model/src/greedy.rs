@@ -106,6 +106,16 @@ impl DecodedAttention {
     }
 }
 
+impl DecodeError {
+    /// A source of `len` tokens fits a model of `max_len` positions, or the error saying not.
+    pub(crate) fn check_source(len: usize, max_len: usize) -> Result<(), Self> {
+        if len > max_len {
+            return Err(Self::SourceTooLong { len, max_len });
+        }
+        Ok(())
+    }
+}
+
 impl Transformer {
     /// Greedy decoding of every source sequence in the batch; returns each sequence's tokens,
     /// without BOS, up to (not including) its EOS.
@@ -146,12 +156,7 @@ impl Transformer {
     ) -> Result<(Vec<Vec<usize>>, Option<DecodedAttention>), DecodeError> {
         let [batch, src_len] = src.dims();
         let max_len = self.max_len();
-        if src_len > max_len {
-            return Err(DecodeError::SourceTooLong {
-                len: src_len,
-                max_len,
-            });
-        }
+        DecodeError::check_source(src_len, max_len)?;
         // The decoder's input at the last step is BOS and max_len - 1 generated tokens.
         if options.max_len > max_len {
             return Err(DecodeError::TargetTooLong {

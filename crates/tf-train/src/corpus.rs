@@ -102,16 +102,10 @@ pub fn read_split(dir: &Path, split: &str, src: &str, tgt: &str) -> Result<Paral
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::temp_dir;
     use flate2::Compression;
     use flate2::write::GzEncoder;
     use std::io::Write;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tf-corpus-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     fn gz(path: &Path, text: &[u8]) {
         let mut encoder = GzEncoder::new(File::create(path).unwrap(), Compression::default());
@@ -121,7 +115,7 @@ mod tests {
 
     #[test]
     fn plain_and_gzipped_splits_pair_up() {
-        let dir = temp_dir("ok");
+        let dir = temp_dir("corpus-ok");
         std::fs::write(dir.join("train.de"), "Ein Mann läuft.\nZwei Mädchen.\n").unwrap();
         gz(
             &dir.join("train.en.gz"),
@@ -136,7 +130,7 @@ mod tests {
 
     #[test]
     fn each_problem_is_an_error_naming_the_file() {
-        let dir = temp_dir("bad");
+        let dir = temp_dir("corpus-bad");
         std::fs::write(dir.join("a.de"), "eins\nzwei\n").unwrap();
         std::fs::write(dir.join("a.en"), "one\n").unwrap();
         let err = read_split(&dir, "a", "de", "en").unwrap_err().to_string();

@@ -349,13 +349,7 @@ fn draw_lines<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tf-plot-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::testing::temp_dir;
 
     /// Decodes a PNG and returns its width and height.
     fn png_size(path: &Path) -> (u32, u32) {
@@ -368,7 +362,7 @@ mod tests {
 
     #[test]
     fn heatmaps_grids_and_plots_are_written_as_png_and_svg() {
-        let dir = temp_dir("all");
+        let dir = temp_dir("plot-all");
         let rows = vec![vec![1.0, 0.0, 0.0], vec![0.25, 0.75, 0.0]];
         let (queries, keys) = (
             vec!["<bos>".to_string(), "Straße".to_string()],

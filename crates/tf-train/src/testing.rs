@@ -1,5 +1,7 @@
 //! What the unit tests of several modules share.
 
+use std::path::PathBuf;
+
 use burn::tensor::Device;
 use tf_model::{Transformer, TransformerConfig};
 
@@ -14,4 +16,12 @@ pub fn tiny_model(task: &Task, device: &Device) -> Transformer {
         .with_dropout(0.0)
         .with_max_len(task.max_len + 2)
         .init(device)
+}
+
+/// A fresh, empty directory under the system's temporary directory, named for the test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tf-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
