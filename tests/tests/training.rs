@@ -16,9 +16,11 @@ fn run(task: Task, steps: usize, checkpoint_every: usize) -> RunConfig {
             .with_dropout(0.0)
             .with_max_len(task.max_len + 1)
             .with_embedding_sharing(EmbeddingSharing::All),
-        task,
+        task: task.into(),
         training: TrainingConfig {
             steps,
+            epochs: None,
+            time_limit_secs: None,
             batch_size: 32,
             warmup: 30,
             peak_lr: Some(3e-3),
@@ -30,6 +32,7 @@ fn run(task: Task, steps: usize, checkpoint_every: usize) -> RunConfig {
             eval_samples: 32,
             checkpoint_every,
             keep_checkpoints: 2,
+            average_last: 1,
         },
     }
 }

@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! DIR/config.json                 RunConfig: model, task and training settings
-//! DIR/model.bpk                   weights of the newest checkpoint (what predict/eval load)
+//! DIR/model.bpk                   the weights predict/eval/translate load: the newest
+//!                                 checkpoint's, or for translation the best by validation BLEU
+//! DIR/best.json                   translation: the step and BLEU of model.bpk
+//! DIR/tokenizer.json              translation: the subword vocabulary (Hugging Face format)
 //! DIR/metrics.csv                 one row per logged training step and validation
 //! DIR/latest                      name of the newest complete checkpoint
 //! DIR/checkpoints/step-NNNNNNNN/  model.bpk, optimizer.bpk, state.json
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tf_model::Transformer;
 
 use crate::config::RunConfig;
+use crate::subword::SubwordVocab;
 
 /// Name of the run's configuration file.
 pub const CONFIG_FILE: &str = "config.json";
@@ -32,6 +36,9 @@ pub const MODEL_FILE: &str = "model.bpk";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "state.json";
 const LATEST_FILE: &str = "latest";
+const BEST_FILE: &str = "best.json";
+/// Name of the subword vocabulary of a translation model.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 const CHECKPOINTS_DIR: &str = "checkpoints";
 
 /// What a checkpoint records besides the weights and the optimizer state.
@@ -43,6 +50,18 @@ pub struct TrainingState {
     pub seed: u64,
     /// Training wall time so far, seconds.
     pub elapsed_secs: f64,
+}
+
+/// Which weights `model.bpk` holds in a translation run: the best by validation BLEU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestModel {
+    /// The step they are from.
+    pub step: usize,
+    /// Their validation BLEU.
+    pub bleu: f64,
+    /// The checkpoints whose mean they are, when they are an average (else empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub averaged: Vec<String>,
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
@@ -87,6 +106,24 @@ impl ModelDir {
     /// The metrics log's path.
     pub fn metrics_path(&self) -> PathBuf {
         self.root.join("metrics.csv")
+    }
+
+    /// The subword vocabulary's path (translation models).
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.root.join(TOKENIZER_FILE)
+    }
+
+    /// Loads the subword vocabulary of a translation model.
+    pub fn load_vocabulary(&self) -> Result<SubwordVocab> {
+        let path = self.tokenizer_path();
+        if !path.is_file() {
+            bail!(
+                "{} has no {TOKENIZER_FILE}: a translation model directory needs the vocabulary \
+                 it was trained with",
+                self.root.display()
+            );
+        }
+        SubwordVocab::load(&path)
     }
 
     /// Whether a run's configuration is there.
@@ -157,15 +194,44 @@ impl ModelDir {
         write_atomic(&self.root.join(MODEL_FILE), &weights)
     }
 
+    /// Makes `model` the directory's weights (`model.bpk`), recording its step and BLEU in
+    /// `best.json`.
+    pub fn save_best(&self, model: &Transformer, best: &BestModel) -> Result<()> {
+        let weights = model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(record_error)?;
+        write_atomic(&self.root.join(MODEL_FILE), &weights)?;
+        write_atomic(
+            &self.root.join(BEST_FILE),
+            serde_json::to_string_pretty(best)?.as_bytes(),
+        )
+    }
+
+    /// The best model so far, if the run records one.
+    pub fn best(&self) -> Result<Option<BestModel>> {
+        let path = self.root.join(BEST_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let best = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a best-model record", path.display()))?;
+        Ok(Some(best))
+    }
+
     /// Writes a checkpoint: the checkpoint directory first (under a temporary name, renamed when
-    /// complete), then `latest`, then the top-level weights; then drops all but the newest
-    /// `keep` checkpoints.
+    /// complete), then `latest`, then, with `publish`, the top-level weights; then drops all but
+    /// the newest `keep` checkpoints.
     pub fn save_checkpoint(
         &self,
         model: &Transformer,
         optimizer: &ModuleOptimizer,
         state: &TrainingState,
         keep: usize,
+        publish: bool,
     ) -> Result<()> {
         let checkpoints = self.root.join(CHECKPOINTS_DIR);
         fs::create_dir_all(&checkpoints)?;
@@ -193,7 +259,9 @@ impl ModelDir {
         }
         fs::rename(&tmp, &dest).with_context(|| format!("cannot publish {}", dest.display()))?;
         write_atomic(&self.root.join(LATEST_FILE), name.as_bytes())?;
-        write_atomic(&self.root.join(MODEL_FILE), &weights)?;
+        if publish {
+            write_atomic(&self.root.join(MODEL_FILE), &weights)?;
+        }
         self.prune(keep.max(1))
     }
 
@@ -242,6 +310,13 @@ impl ModelDir {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// The step a checkpoint name (`step-NNNNNNNN`) stands for.
+    pub fn checkpoint_step(&self, name: &str) -> Result<usize> {
+        name.strip_prefix("step-")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("{name:?} is not a checkpoint name"))
     }
 
     /// The weights of checkpoint `name` in a model built from the run's configuration.

@@ -5,13 +5,20 @@ use serde::{Deserialize, Serialize};
 use tf_model::TransformerConfig;
 
 use crate::task::Task;
+use crate::translation::TranslationTask;
 
 /// How to train.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainingConfig {
-    /// Optimizer steps.
+    /// Optimizer steps (at most, for runs that also count epochs).
     pub steps: usize,
-    /// Sequences per batch.
+    /// Passes over the training data (translation); `None` = steps alone decide.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Stop after this much training wall time (then validate and checkpoint as at the end).
+    #[serde(default)]
+    pub time_limit_secs: Option<f64>,
+    /// Sequences per batch (synthetic tasks; translation batches by tokens).
     pub batch_size: usize,
     /// Warm-up steps of the learning-rate schedule.
     pub warmup: usize,
@@ -27,12 +34,94 @@ pub struct TrainingConfig {
     pub log_every: usize,
     /// Validate every this many steps (and at the end).
     pub eval_every: usize,
-    /// Validation sequences.
+    /// Validation sequences (translation: validation sentences BLEU is measured on).
     pub eval_samples: usize,
     /// Checkpoint every this many steps (and at the end).
     pub checkpoint_every: usize,
     /// Checkpoints kept on disk.
     pub keep_checkpoints: usize,
+    /// Translation: when training ends, the mean of the newest this many checkpoints is
+    /// validated too, and becomes the model if its BLEU is at least the best checkpoint's
+    /// (§6.1 averaged the last 5; 1 = off).
+    #[serde(default = "default_average_last")]
+    pub average_last: usize,
+}
+
+fn default_average_last() -> usize {
+    5
+}
+
+/// What a model learns: a built-in synthetic task, or translation of a parallel corpus.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunTask {
+    /// Translation between two languages.
+    Translation(TranslationTask),
+    /// Copy, reverse or sort symbol sequences.
+    Synthetic(Task),
+}
+
+impl From<Task> for RunTask {
+    fn from(task: Task) -> Self {
+        Self::Synthetic(task)
+    }
+}
+
+impl From<TranslationTask> for RunTask {
+    fn from(task: TranslationTask) -> Self {
+        Self::Translation(task)
+    }
+}
+
+impl RunTask {
+    /// The synthetic task, or an error saying this model translates, for commands that need
+    /// task samples.
+    pub fn synthetic(&self) -> Result<&Task> {
+        match self {
+            Self::Synthetic(task) => Ok(task),
+            Self::Translation(task) => bail!(
+                "this model translates {} (a translation model); this command works on models \
+                 of the synthetic tasks: use `tf translate`",
+                task.direction()
+            ),
+        }
+    }
+
+    /// The translation task, or an error saying this model is for a synthetic task.
+    pub fn translation(&self) -> Result<&TranslationTask> {
+        match self {
+            Self::Translation(task) => Ok(task),
+            Self::Synthetic(task) => bail!(
+                "this model was trained on the synthetic `{}` task, not on translation: use \
+                 `tf predict`",
+                task.kind
+            ),
+        }
+    }
+
+    /// Vocabulary size, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Synthetic(task) => task.vocab_size(),
+            Self::Translation(task) => task.vocab_size,
+        }
+    }
+
+    /// Longest source or target the task trains on (tokens, without BOS/EOS).
+    pub fn max_len(&self) -> usize {
+        match self {
+            Self::Synthetic(task) => task.max_len,
+            Self::Translation(task) => task.max_len,
+        }
+    }
+
+    /// Checks the task.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::Synthetic(task) => Ok(task.validate()?),
+            Self::Translation(task) => task.validate(),
+        }
+    }
 }
 
 /// The model, the task, and the training settings of one run.
@@ -41,7 +130,7 @@ pub struct RunConfig {
     /// The Transformer's configuration.
     pub model: TransformerConfig,
     /// The task it learns.
-    pub task: Task,
+    pub task: RunTask,
     /// How it is trained.
     pub training: TrainingConfig,
 }
@@ -62,11 +151,11 @@ impl RunConfig {
             );
         }
         // BOS + target + EOS must fit the positional encoding.
-        if self.task.max_len + 1 > self.model.max_len {
+        if self.task.max_len() + 1 > self.model.max_len {
             bail!(
-                "task sequences of up to {} symbols need max_len >= {}, the model has {}",
-                self.task.max_len,
-                self.task.max_len + 1,
+                "task sequences of up to {} tokens need max_len >= {}, the model has {}",
+                self.task.max_len(),
+                self.task.max_len() + 1,
                 self.model.max_len
             );
         }
@@ -94,6 +183,23 @@ impl RunConfig {
             && !(lr.is_finite() && lr > 0.0)
         {
             bail!("the learning rate must be positive, got {lr}");
+        }
+        if let RunTask::Translation(_) = self.task
+            && t.average_last > t.keep_checkpoints
+        {
+            bail!(
+                "cannot average the last {} checkpoints when only {} are kept",
+                t.average_last,
+                t.keep_checkpoints
+            );
+        }
+        if t.epochs == Some(0) {
+            bail!("epochs must be at least 1, got 0");
+        }
+        if let Some(limit) = t.time_limit_secs
+            && !(limit.is_finite() && limit > 0.0)
+        {
+            bail!("the time limit must be positive, got {limit} s");
         }
         if let Some(clip) = t.grad_clip
             && !(clip.is_finite() && clip > 0.0)

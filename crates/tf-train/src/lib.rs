@@ -7,8 +7,8 @@
 //! ([`checkpoint`]). Attention inspection: the weights behind one decoded input, drawn
 //! ([`attention_maps`], [`plot`]), per-head statistics ([`head_stats`]) and head importance for
 //! pruning ([`importance`]). Parallel corpora ([`corpus`]), subword vocabularies ([`subword`]), token-budget batching
-//! ([`bucketing`]), corpus BLEU equal to
-//! sacreBLEU's ([`bleu`]). The `tf` command-line
+//! ([`bucketing`]), corpus BLEU equal to sacreBLEU's ([`bleu`]); translation as a task
+//! ([`translation`]) and sentences in, sentences out ([`translate`]). The `tf` command-line
 //! program is built on it.
 
 pub mod attention_maps;
@@ -32,9 +32,11 @@ pub mod task;
 #[cfg(test)]
 mod testing;
 pub mod train;
+pub mod translate;
+pub mod translation;
 
 pub use checkpoint::ModelDir;
-pub use config::{RunConfig, TrainingConfig};
+pub use config::{RunConfig, RunTask, TrainingConfig};
 pub use device::Backend;
 pub use task::{Task, TaskKind};
 pub use train::{TrainSummary, train};

@@ -1,4 +1,5 @@
-//! `tf`: train, run and evaluate encoder–decoder Transformers on built-in tasks.
+//! `tf`: train, run and evaluate encoder–decoder Transformers on built-in tasks and on
+//! translation.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -12,7 +13,9 @@ use tf_train::checkpoint::write_atomic;
 use tf_train::config::TrainingConfig;
 use tf_train::head_stats::{format_csv, format_table, head_statistics};
 use tf_train::importance::{head_importance, least_important};
-use tf_train::{Backend, ModelDir, RunConfig, Task, TaskKind, eval, plot};
+use tf_train::translate::{TranslateOptions, translate};
+use tf_train::translation::TranslationTask;
+use tf_train::{Backend, ModelDir, RunConfig, RunTask, Task, TaskKind, eval, plot};
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
 // mmap()s, paying page faults on every touch, where mimalloc reuses memory (docs/benchmarks.md).
@@ -32,8 +35,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a model on a built-in task and write it to a model directory.
-    Train(TrainArgs),
+    /// Train a model on a built-in task, or on a parallel corpus (--task translation), and write
+    /// it to a model directory.
+    Train(Box<TrainArgs>),
+    /// Translate sentences, one a line, with a translation model (beam search by default).
+    Translate(TranslateArgs),
     /// Print the model's output for each input sequence (arguments, or one per line on stdin).
     Predict(PredictArgs),
     /// Print exact-match and token accuracy on fresh samples of the model's task.
@@ -87,12 +93,25 @@ struct BleuArgs {
     hyp: PathBuf,
 }
 
-/// The built-in task a model is for.
+/// What a model learns: a built-in synthetic task, or translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TaskChoice {
+    /// Copy the symbols.
+    Copy,
+    /// Reverse the symbols.
+    Reverse,
+    /// Sort the symbols.
+    Sort,
+    /// Translate a parallel corpus (--data, --src, --tgt).
+    Translation,
+}
+
+/// The task a model is for.
 #[derive(Args, Debug)]
 struct TaskArgs {
     /// The task.
-    #[arg(long, value_enum, default_value_t = TaskKind::Reverse)]
-    task: TaskKind,
+    #[arg(long, value_enum, default_value_t = TaskChoice::Reverse)]
+    task: TaskChoice,
     /// Distinct symbols in the task's sequences.
     #[arg(long, default_value_t = 10)]
     symbols: usize,
@@ -105,14 +124,50 @@ struct TaskArgs {
 }
 
 impl TaskArgs {
+    /// The synthetic task chosen; translation is an error for commands without a corpus.
     fn task(&self) -> Result<Task> {
-        Ok(Task::new(
-            self.task,
-            self.symbols,
-            self.min_len,
-            self.max_len,
-        )?)
+        let kind = match self.task {
+            TaskChoice::Copy => TaskKind::Copy,
+            TaskChoice::Reverse => TaskKind::Reverse,
+            TaskChoice::Sort => TaskKind::Sort,
+            TaskChoice::Translation => {
+                bail!("--task translation is for `tf train`; here choose copy, reverse or sort")
+            }
+        };
+        Ok(Task::new(kind, self.symbols, self.min_len, self.max_len)?)
     }
+}
+
+/// The corpus and vocabulary of `--task translation`.
+#[derive(Args, Debug)]
+struct TranslationArgs {
+    /// Directory of the parallel corpus: SPLIT.LANG or SPLIT.LANG.gz, one sentence a line.
+    #[arg(long, default_value = "../shared/data/multi30k")]
+    data: PathBuf,
+    /// Source language (file suffix).
+    #[arg(long, default_value = "de")]
+    src: String,
+    /// Target language (file suffix).
+    #[arg(long, default_value = "en")]
+    tgt: String,
+    /// Split to train on (and learn the vocabulary from).
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    /// Split to validate on (loss and greedy BLEU each epoch; picks the best model).
+    #[arg(long, default_value = "val")]
+    valid_split: String,
+    /// Subword vocabulary size (joint BPE over both languages, special tokens included).
+    #[arg(long, default_value_t = 8000)]
+    vocab_size: usize,
+    /// Subword merges need at least this many occurrences.
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
+    /// Longest training sentence in subword tokens; longer pairs are skipped (and counted).
+    #[arg(long, default_value_t = 100)]
+    max_tokens: usize,
+    /// Padded tokens per batch, on the source and on the target side.
+    #[arg(long, default_value_t = 2048)]
+    batch_tokens: usize,
 }
 
 #[derive(Args, Debug)]
@@ -125,31 +180,101 @@ struct TrainArgs {
     /// Continue the run in --out from its newest checkpoint (its saved settings apply).
     #[arg(long)]
     resume: bool,
-    /// Model width d_model.
-    #[arg(long, default_value_t = 128)]
-    d_model: usize,
+    #[command(flatten)]
+    translation: TranslationArgs,
+    /// Model width d_model [default: 128; translation 256].
+    #[arg(long)]
+    d_model: Option<usize>,
     /// Attention heads.
     #[arg(long, default_value_t = 4)]
     heads: usize,
-    /// Encoder layers and decoder layers (each).
-    #[arg(long, default_value_t = 2)]
-    layers: usize,
-    /// Feed-forward inner width d_ff.
-    #[arg(long, default_value_t = 512)]
-    d_ff: usize,
+    /// Encoder layers and decoder layers (each) [default: 2; translation 3].
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Feed-forward inner width d_ff [default: 512; translation 1024].
+    #[arg(long)]
+    d_ff: Option<usize>,
     /// Dropout on sublayer outputs and embeddings.
     #[arg(long, default_value_t = 0.1)]
     dropout: f64,
+    /// Dropout on attention weights (the paper uses none; PyTorch's nn.Transformer its dropout).
+    #[arg(long, default_value_t = 0.0)]
+    attention_dropout: f64,
     #[command(flatten)]
     training: TrainingArgs,
+}
+
+/// The model and training defaults that differ between the synthetic tasks and translation.
+struct Defaults {
+    d_model: usize,
+    layers: usize,
+    d_ff: usize,
+    steps: usize,
+    warmup: usize,
+}
+
+impl TrainArgs {
+    fn defaults(&self) -> Defaults {
+        match self.task.task {
+            TaskChoice::Translation => Defaults {
+                d_model: 256,
+                layers: 3,
+                d_ff: 1024,
+                steps: usize::MAX,
+                warmup: 800,
+            },
+            _ => Defaults {
+                d_model: 128,
+                layers: 2,
+                d_ff: 512,
+                steps: 3500,
+                warmup: 400,
+            },
+        }
+    }
+
+    /// The model's configuration for vocabularies of `vocab` tokens and `max_len` positions.
+    fn model(&self, vocab: usize, max_len: usize) -> TransformerConfig {
+        let defaults = self.defaults();
+        let layers = self.layers.unwrap_or(defaults.layers);
+        TransformerConfig::new(vocab, vocab)
+            .with_d_model(self.d_model.unwrap_or(defaults.d_model))
+            .with_n_heads(self.heads)
+            .with_n_encoder_layers(layers)
+            .with_n_decoder_layers(layers)
+            .with_d_ff(self.d_ff.unwrap_or(defaults.d_ff))
+            .with_dropout(self.dropout)
+            .with_attention_dropout(self.attention_dropout)
+            .with_max_len(max_len)
+            .with_embedding_sharing(EmbeddingSharing::All)
+    }
+
+    fn training(&self) -> TrainingConfig {
+        let defaults = self.defaults();
+        let mut config = self.training.config();
+        config.steps = self.training.steps.unwrap_or(defaults.steps);
+        config.warmup = self.training.warmup.unwrap_or(defaults.warmup);
+        if self.task.task == TaskChoice::Translation {
+            config.epochs = Some(self.training.epochs);
+            config.time_limit_secs = Some(self.training.max_minutes.unwrap_or(85.0) * 60.0);
+        }
+        config
+    }
 }
 
 /// How a model is trained (recorded in the model directory).
 #[derive(Parser, Debug)]
 struct TrainingArgs {
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 3500)]
-    steps: usize,
+    /// Optimizer steps [default: 3500; translation: as many as --epochs take].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Passes over the training data (translation).
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// Stop training after this many minutes of wall time, validating and checkpointing first
+    /// [default: none; translation 85].
+    #[arg(long)]
+    max_minutes: Option<f64>,
     /// Sequences per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -159,9 +284,9 @@ struct TrainingArgs {
     /// these small models, whose exact match then wavers).
     #[arg(long, default_value = "1e-3", value_parser = parse_lr)]
     lr: PeakLr,
-    /// Warm-up steps.
-    #[arg(long, default_value_t = 400)]
-    warmup: usize,
+    /// Warm-up steps [default: 400; translation 800].
+    #[arg(long)]
+    warmup: Option<usize>,
     /// Label smoothing epsilon.
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f64,
@@ -174,7 +299,7 @@ struct TrainingArgs {
     /// Validate every this many steps.
     #[arg(long, default_value_t = 500)]
     eval_every: usize,
-    /// Validation sequences.
+    /// Validation sequences (translation: the first N validation sentences, for BLEU).
     #[arg(long, default_value_t = 500)]
     eval_samples: usize,
     /// Checkpoint every this many steps.
@@ -183,14 +308,20 @@ struct TrainingArgs {
     /// Checkpoints kept on disk (the newest); `tf average` averages some of them.
     #[arg(long, default_value_t = 5)]
     keep_checkpoints: usize,
+    /// Translation: at the end, also validate the mean of the newest N checkpoints, and keep it
+    /// as the model if its BLEU is at least the best checkpoint's (1 = off).
+    #[arg(long, default_value_t = 5)]
+    average_last: usize,
 }
 
 impl TrainingArgs {
     fn config(&self) -> TrainingConfig {
         TrainingConfig {
-            steps: self.steps,
+            steps: self.steps.unwrap_or(3500),
+            epochs: None,
+            time_limit_secs: self.max_minutes.map(|m| m * 60.0),
             batch_size: self.batch_size,
-            warmup: self.warmup,
+            warmup: self.warmup.unwrap_or(400),
             peak_lr: self.lr.0,
             label_smoothing: self.label_smoothing,
             grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
@@ -200,6 +331,7 @@ impl TrainingArgs {
             eval_samples: self.eval_samples,
             checkpoint_every: self.checkpoint_every,
             keep_checkpoints: self.keep_checkpoints,
+            average_last: self.average_last,
         }
     }
 }
@@ -221,6 +353,28 @@ struct ImportTorchArgs {
     /// Seed of the parameters the file does not hold (the embeddings, if absent).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+}
+
+#[derive(Args, Debug)]
+struct TranslateArgs {
+    /// Model directory written by `tf train --task translation`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Source sentences, one a line [default: stdin].
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Where the translations go, one a line, line N for input line N [default: stdout].
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Beams per sentence (1 = greedy decoding).
+    #[arg(long, default_value_t = 5)]
+    beam: usize,
+    /// Length penalty exponent alpha of GNMT's ((5 + length) / 6)^alpha.
+    #[arg(long, default_value_t = 0.6)]
+    alpha: f64,
+    /// Sentences decoded together.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
 }
 
 #[derive(Args, Debug)]
@@ -351,7 +505,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let device = cli.device.device();
     match cli.command {
-        Command::Train(args) => train(args, &device),
+        Command::Train(args) => train(*args, &device),
+        Command::Translate(args) => translate_lines(args, &device),
         Command::Predict(args) => predict(args, &device),
         Command::Eval(args) => evaluate(args, &device),
         Command::ImportTorch(args) => import_torch(args, &device),
@@ -364,38 +519,32 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn train(args: TrainArgs, device: &burn::tensor::Device) -> Result<()> {
-    let task = args.task.task()?;
-    let vocab = task.vocab_size();
-    let model = TransformerConfig::new(vocab, vocab)
-        .with_d_model(args.d_model)
-        .with_n_heads(args.heads)
-        .with_n_encoder_layers(args.layers)
-        .with_n_decoder_layers(args.layers)
-        .with_d_ff(args.d_ff)
-        .with_dropout(args.dropout)
-        .with_max_len(task.max_len + 1)
-        .with_embedding_sharing(EmbeddingSharing::All);
-    let config = RunConfig {
-        model,
-        task,
-        training: args.training.config(),
-    };
-    config.validate()?;
     let dir = ModelDir::new(&args.out);
-    if args.resume {
+    let config = if args.resume {
         println!("resuming {} (its saved settings apply)", args.out.display());
+        dir.load_config()?
+    } else if args.task.task == TaskChoice::Translation {
+        translation_run(&args, &dir)?
     } else {
+        let task = args.task.task()?;
+        let config = RunConfig {
+            model: args.model(task.vocab_size(), task.max_len + 1),
+            task: task.clone().into(),
+            training: args.training(),
+        };
+        config.validate()?;
         println!(
             "training a {}-parameter-class model on `{}` (symbols {}, lengths {}..={}) for {} steps into {}",
             format_params(&config),
-            config.task.kind,
-            config.task.n_symbols,
-            config.task.min_len,
-            config.task.max_len,
+            task.kind,
+            task.n_symbols,
+            task.min_len,
+            task.max_len,
             config.training.steps,
             args.out.display()
         );
-    }
+        config
+    };
     let summary = tf_train::train(
         &config,
         &dir,
@@ -403,17 +552,166 @@ fn train(args: TrainArgs, device: &burn::tensor::Device) -> Result<()> {
         args.resume,
         std::io::stderr().is_terminal(),
     )?;
-    println!(
-        "done: {} steps in {:.0} s; train loss {:.4} -> {:.4}; validation exact match {:.4}, token accuracy {:.4}",
-        summary.steps,
-        summary.elapsed_secs,
-        summary.first_loss,
-        summary.last_loss,
-        summary.validation.exact_match,
-        summary.validation.token_accuracy
-    );
+    let losses = if summary.first_loss.is_nan() {
+        "; nothing left to train".to_string()
+    } else {
+        format!(
+            "; train loss {:.4} -> {:.4}",
+            summary.first_loss, summary.last_loss
+        )
+    };
+    match (&config.task, summary.best) {
+        (RunTask::Translation(_), Some(best)) => println!(
+            "done: {} steps in {:.0} s{losses}; best validation BLEU {:.2} ({}), kept as the model",
+            summary.steps,
+            summary.elapsed_secs,
+            best.bleu,
+            match best.averaged.len() {
+                0 => format!("step {}", best.step),
+                n => format!("the mean of {n} checkpoints up to step {}", best.step),
+            }
+        ),
+        _ => println!(
+            "done: {} steps in {:.0} s{losses}; validation exact match {:.4}, token accuracy {:.4}",
+            summary.steps,
+            summary.elapsed_secs,
+            summary.validation.exact_match,
+            summary.validation.token_accuracy
+        ),
+    }
     println!("model written to {}", args.out.display());
     Ok(())
+}
+
+/// A new translation run: learns the subword vocabulary from the training split into the model
+/// directory, and sizes the model to it.
+fn translation_run(args: &TrainArgs, dir: &ModelDir) -> Result<RunConfig> {
+    if dir.has_config() {
+        bail!(
+            "{} already holds a trained run; pass --resume to continue it, or choose another --out",
+            dir.path().display()
+        );
+    }
+    let t = &args.translation;
+    let mut task = TranslationTask {
+        data: t.data.clone(),
+        src: t.src.clone(),
+        tgt: t.tgt.clone(),
+        train_split: t.train_split.clone(),
+        valid_split: t.valid_split.clone(),
+        vocab_size: t.vocab_size,
+        max_len: t.max_tokens,
+        batch_tokens: t.batch_tokens,
+    };
+    task.validate()?;
+    let corpus = task.read(&task.train_split)?;
+    let started = std::time::Instant::now();
+    let vocab = task.learn_vocabulary(&corpus, t.min_frequency)?;
+    task.vocab_size = vocab.len();
+    std::fs::create_dir_all(dir.path())
+        .with_context(|| format!("cannot create {}", dir.path().display()))?;
+    vocab.save(&dir.tokenizer_path())?;
+    println!(
+        "learned a joint BPE vocabulary of {} tokens from {} {} pairs in {:.1} s: {}",
+        vocab.len(),
+        corpus.len(),
+        task.train_split,
+        started.elapsed().as_secs_f64(),
+        dir.tokenizer_path().display()
+    );
+    // Room for the longest output beam search allows a training-length source (1.5 n + 10).
+    let max_positions = task.max_len * 3 / 2 + 16;
+    let config = RunConfig {
+        model: args.model(task.vocab_size, max_positions),
+        task: task.into(),
+        training: args.training(),
+    };
+    config.validate()?;
+    let training = &config.training;
+    println!(
+        "training a {}-parameter model to translate {} for {} epochs{} into {}",
+        format_params(&config),
+        config.task.translation()?.direction(),
+        training.epochs.unwrap_or_default(),
+        training
+            .time_limit_secs
+            .map(|s| format!(" (at most {:.0} minutes)", s / 60.0))
+            .unwrap_or_default(),
+        dir.path().display()
+    );
+    Ok(config)
+}
+
+fn translate_lines(args: TranslateArgs, device: &burn::tensor::Device) -> Result<()> {
+    if args.beam == 0 || args.batch_size == 0 {
+        bail!("--beam and --batch-size must be at least 1");
+    }
+    if !(args.alpha.is_finite() && args.alpha >= 0.0) {
+        bail!("--alpha must be a non-negative number, got {}", args.alpha);
+    }
+    let dir = ModelDir::new(&args.model);
+    let (config, model) = dir.load_model(device)?;
+    config.task.translation()?;
+    let vocab = dir.load_vocabulary()?;
+    let lines = match &args.input {
+        Some(path) => read_text_lines(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        )
+        .with_context(|| format!("reading {}", path.display()))?,
+        None => read_text_lines(std::io::stdin().lock()).context("reading stdin")?,
+    };
+    let options = TranslateOptions {
+        batch_sentences: args.batch_size,
+        ..TranslateOptions::beam(args.beam, args.alpha)
+    };
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(lines.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let translations = translate(&model, &vocab, &lines, &options, device, |n| {
+        progress.inc(n as u64)
+    })?;
+    progress.finish_and_clear();
+    for line in &translations.truncated {
+        eprintln!(
+            "warning: line {} has more than the model's {} tokens; translated its beginning",
+            line + 1,
+            model.max_len()
+        );
+    }
+    let mut text = String::new();
+    for sentence in &translations.sentences {
+        text.push_str(sentence);
+        text.push('\n');
+    }
+    match &args.output {
+        Some(path) => write_atomic(path, text.as_bytes())?,
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .context("cannot write stdout")?;
+        }
+    }
+    Ok(())
+}
+
+/// Every line of UTF-8 text, without line endings; invalid UTF-8 is an error naming the line.
+fn read_text_lines(reader: impl std::io::Read) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (number, line) in std::io::BufReader::new(reader).split(b'\n').enumerate() {
+        let mut bytes = line?;
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        lines.push(
+            String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("line {} is not valid UTF-8", number + 1))?,
+        );
+    }
+    Ok(lines)
 }
 
 /// Parameter count of the model a config builds, e.g. "0.9M".
@@ -457,7 +755,7 @@ fn import_torch(args: ImportTorchArgs, device: &burn::tensor::Device) -> Result<
         .with_context(|| format!("importing {}", args.state_dict.display()))?;
     let config = RunConfig {
         model: model_config,
-        task,
+        task: task.into(),
         training: TrainingArgs::parse_from(["tf"]).config(),
     };
     config.validate()?;
@@ -493,7 +791,7 @@ fn predict(args: PredictArgs, device: &burn::tensor::Device) -> Result<()> {
     } else {
         args.sequences
     };
-    let task = &config.task;
+    let task = config.task.synthetic()?;
     let sources = lines
         .iter()
         .enumerate()
@@ -512,6 +810,7 @@ fn predict(args: PredictArgs, device: &burn::tensor::Device) -> Result<()> {
 fn parse_input(config: &RunConfig, line: &str) -> Result<Vec<usize>> {
     let ids = config
         .task
+        .synthetic()?
         .parse(line)
         .with_context(|| format!("{line:?}"))?;
     if ids.is_empty() {
@@ -528,16 +827,41 @@ fn parse_input(config: &RunConfig, line: &str) -> Result<Vec<usize>> {
 }
 
 fn attention(args: AttentionArgs, device: &burn::tensor::Device) -> Result<()> {
-    let (config, model) = ModelDir::new(&args.model).load_model(device)?;
-    let source = parse_input(&config, &args.input)?;
-    let task = &config.task;
-    let maps = AttentionMaps::capture(
-        &model,
-        &source,
-        config.model.max_len,
-        |id| task.token_label(id),
-        device,
-    )?;
+    let dir = ModelDir::new(&args.model);
+    let (config, model) = dir.load_model(device)?;
+    let maps = match &config.task {
+        RunTask::Synthetic(task) => {
+            let source = parse_input(&config, &args.input)?;
+            AttentionMaps::capture(
+                &model,
+                &source,
+                config.model.max_len,
+                |id| task.token_label(id),
+                device,
+            )?
+        }
+        RunTask::Translation(_) => {
+            let vocab = dir.load_vocabulary()?;
+            let source = vocab.encode(&args.input)?;
+            if source.is_empty() {
+                bail!("empty sentence");
+            }
+            if source.len() > config.model.max_len {
+                bail!(
+                    "{} tokens, but this model handles at most {}",
+                    source.len(),
+                    config.model.max_len
+                );
+            }
+            AttentionMaps::capture(
+                &model,
+                &source,
+                config.model.max_len,
+                |id| vocab.token(id),
+                device,
+            )?
+        }
+    };
     let written = maps.write(&args.out)?;
     println!("input   {}", maps.source.join(" "));
     println!("output  {}", maps.output.join(" "));
@@ -555,8 +879,9 @@ fn heads(args: HeadsArgs, device: &burn::tensor::Device) -> Result<()> {
     }
     let dir = ModelDir::new(&args.model);
     let (config, model) = dir.load_model(device)?;
-    let examples = config.task.samples(args.samples, args.seed);
-    let mut stats = head_statistics(&model, &config.task, &examples, args.batch_size, device);
+    let task = config.task.synthetic()?;
+    let examples = task.samples(args.samples, args.seed);
+    let mut stats = head_statistics(&model, task, &examples, args.batch_size, device);
     if !args.no_importance {
         let gradient_device = device.clone().autodiff();
         let (_, model) = dir.load_model_without_dropout(&gradient_device)?;
@@ -571,7 +896,7 @@ fn heads(args: HeadsArgs, device: &burn::tensor::Device) -> Result<()> {
         "{} heads over {} samples of `{}` (seed {}); importance normalized per block",
         stats.len(),
         examples.len(),
-        config.task.kind,
+        task.kind,
         args.seed
     );
     print!("{}", format_table(&stats));
@@ -592,6 +917,7 @@ fn prune(args: PruneArgs, device: &burn::tensor::Device) -> Result<()> {
     }
     let dir = ModelDir::new(&args.model);
     let (config, model) = dir.load_model(device)?;
+    let task = config.task.synthetic()?;
     if let Some(out) = &args.out
         && ModelDir::new(out).has_config()
     {
@@ -602,16 +928,14 @@ fn prune(args: PruneArgs, device: &burn::tensor::Device) -> Result<()> {
     }
     let gradient_device = device.clone().autodiff();
     let (_, gradient_model) = dir.load_model_without_dropout(&gradient_device)?;
-    let importance_examples = config
-        .task
-        .samples(args.importance_samples, args.importance_seed);
+    let importance_examples = task.samples(args.importance_samples, args.importance_seed);
     let importance = head_importance(&gradient_model, &importance_examples, &gradient_device);
-    let eval_examples = config.task.samples(args.eval_samples, EVAL_SEED);
+    let eval_examples = task.samples(args.eval_samples, EVAL_SEED);
     let measure = |model: &tf_model::Transformer| {
         eval::accuracy(
             model,
             &eval_examples,
-            config.task.max_len + 1,
+            task.max_len + 1,
             args.batch_size,
             device,
         )
@@ -679,7 +1003,7 @@ fn prune(args: PruneArgs, device: &burn::tensor::Device) -> Result<()> {
         &stem,
         &format!(
             "Pruning heads by importance ({total} heads, `{}`)",
-            config.task.kind
+            task.kind
         ),
         &plot::Axes::unit("heads removed", "accuracy"),
         &[
@@ -729,6 +1053,9 @@ fn average(args: AverageArgs, device: &burn::tensor::Device) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let averaged = tf_train::average::average_models(models)?;
     out.save_model(&config, &averaged)?;
+    if let RunTask::Translation(_) = config.task {
+        dir.load_vocabulary()?.save(&out.tokenizer_path())?;
+    }
     println!("averaged {} into {}", chosen.join(", "), args.out.display());
     Ok(())
 }
@@ -752,22 +1079,12 @@ fn evaluate(args: EvalArgs, device: &burn::tensor::Device) -> Result<()> {
         bail!("--samples must be at least 1");
     }
     let (config, model) = ModelDir::new(&args.model).load_model(device)?;
-    let examples = config.task.samples(args.samples, args.seed);
-    let accuracy = eval::accuracy(
-        &model,
-        &examples,
-        config.task.max_len + 1,
-        args.batch_size,
-        device,
-    )?;
+    let task = config.task.synthetic()?;
+    let examples = task.samples(args.samples, args.seed);
+    let accuracy = eval::accuracy(&model, &examples, task.max_len + 1, args.batch_size, device)?;
     println!(
         "task {} (symbols {}, lengths {}..={}), {} fresh samples (seed {})",
-        config.task.kind,
-        config.task.n_symbols,
-        config.task.min_len,
-        config.task.max_len,
-        accuracy.sequences,
-        args.seed
+        task.kind, task.n_symbols, task.min_len, task.max_len, accuracy.sequences, args.seed
     );
     println!("exact match     {:.4}", accuracy.exact_match);
     println!("token accuracy  {:.4}", accuracy.token_accuracy);

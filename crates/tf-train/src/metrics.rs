@@ -9,14 +9,14 @@ use anyhow::{Context, Result};
 
 /// Column names, in order.
 pub const HEADER: &str =
-    "step,split,loss,lr,token_accuracy,exact_match,target_tokens_per_sec,elapsed_secs";
+    "step,split,loss,lr,token_accuracy,exact_match,target_tokens_per_sec,elapsed_secs,epoch,bleu";
 
 /// One row of the log.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsRow {
     /// Optimizer step.
     pub step: usize,
-    /// `train` or `valid`.
+    /// `train`, `valid`, or `average` (the mean of the last checkpoints, translation).
     pub split: &'static str,
     /// Mean label-smoothed loss per target token.
     pub loss: f64,
@@ -30,6 +30,10 @@ pub struct MetricsRow {
     pub target_tokens_per_sec: Option<f64>,
     /// Wall time since the run began.
     pub elapsed_secs: f64,
+    /// Epochs completed (translation only).
+    pub epoch: Option<usize>,
+    /// Validation BLEU, greedy (translation only).
+    pub bleu: Option<f64>,
 }
 
 /// Appends rows to a CSV file, writing the header when the file is new.
@@ -58,7 +62,7 @@ impl MetricsLog {
         let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
         writeln!(
             self.out,
-            "{},{},{:.6},{:.6e},{},{},{},{:.1}",
+            "{},{},{:.6},{:.6e},{},{},{},{:.1},{},{}",
             row.step,
             row.split,
             row.loss,
@@ -68,7 +72,9 @@ impl MetricsLog {
             row.target_tokens_per_sec
                 .map(|v| format!("{v:.0}"))
                 .unwrap_or_default(),
-            row.elapsed_secs
+            row.elapsed_secs,
+            row.epoch.map(|e| e.to_string()).unwrap_or_default(),
+            row.bleu.map(|b| format!("{b:.2}")).unwrap_or_default(),
         )?;
         self.out.flush()?;
         Ok(())
@@ -97,7 +103,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0], HEADER);
-        assert_eq!(lines[1], "5,valid,0.500000,1.000000e-3,,1.000000,,0.0");
+        assert_eq!(lines[1], "5,valid,0.500000,1.000000e-3,,1.000000,,0.0,,");
         std::fs::remove_file(&path).unwrap();
     }
 }

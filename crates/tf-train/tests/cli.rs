@@ -11,6 +11,19 @@ fn tf(args: &[&str]) -> Output {
         .expect("tf runs")
 }
 
+/// Runs `tf` with `input` on its stdin.
+fn tf_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tf"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tf runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().expect("tf finishes")
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -19,10 +32,22 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The model flags of every model these tests train: 1 + 1 layers of width 16, 2 heads.
+const TINY_MODEL: [&str; 8] = [
+    "--d-model",
+    "16",
+    "--heads",
+    "2",
+    "--layers",
+    "1",
+    "--d-ff",
+    "32",
+];
+
 fn trained_model(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tf-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = tf(&[
+    let mut args = vec![
         "train",
         "--task",
         "copy",
@@ -34,21 +59,15 @@ fn trained_model(name: &str) -> PathBuf {
         "5",
         "--max-len",
         "5",
-        "--d-model",
-        "16",
-        "--heads",
-        "2",
-        "--layers",
-        "1",
-        "--d-ff",
-        "32",
         "--batch-size",
         "16",
         "--eval-every",
         "30",
         "--eval-samples",
         "16",
-    ]);
+    ];
+    args.extend_from_slice(&TINY_MODEL);
+    let out = tf(&args);
     assert!(out.status.success(), "train failed: {}", stderr(&out));
     assert!(stdout(&out).contains("done: 30 steps"), "{}", stdout(&out));
     dir
@@ -70,19 +89,7 @@ fn train_then_predict_and_eval() {
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 2, "one output line per input: {lines:?}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tf"))
-        .args(["predict", "--model", model_arg(&dir)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"3 1 4\n0 2\n1\n")
-        .unwrap();
-    let piped = child.wait_with_output().unwrap();
+    let piped = tf_with_stdin(&["predict", "--model", model_arg(&dir)], b"3 1 4\n0 2\n1\n");
     assert!(piped.status.success());
     assert_eq!(stdout(&piped).lines().count(), 3);
     assert_eq!(stdout(&piped).lines().take(2).collect::<Vec<_>>(), lines);
@@ -552,4 +559,236 @@ fn average_writes_the_mean_of_the_last_checkpoints() {
     ]);
     assert!(stderr(&again).contains("already holds a model"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A small made-up German–English corpus in `dir`: `train.{de,en}` plain, `val.{de,en}.gz`.
+fn write_toy_corpus(dir: &Path) {
+    use std::fmt::Write as _;
+    let subjects = [
+        ("Ein Mann", "A man"),
+        ("Eine Frau", "A woman"),
+        ("Ein Mädchen", "A girl"),
+        ("Zwei Hunde", "Two dogs"),
+    ];
+    let actions = [
+        ("läuft über die Straße.", "walks across the street."),
+        ("spielt im Schnee.", "plays in the snow."),
+        ("sitzt auf einer Bank.", "sits on a bench."),
+        ("isst einen Apfel.", "eats an apple."),
+        ("fährt Fahrrad.", "rides a bike."),
+    ];
+    let (mut de, mut en) = (String::new(), String::new());
+    for (s_de, s_en) in subjects {
+        for (a_de, a_en) in actions {
+            writeln!(de, "{s_de} {a_de}").unwrap();
+            writeln!(en, "{s_en} {a_en}").unwrap();
+        }
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("train.de"), &de).unwrap();
+    std::fs::write(dir.join("train.en"), &en).unwrap();
+    for (lang, text) in [("de", &de), ("en", &en)] {
+        let file = std::fs::File::create(dir.join(format!("val.{lang}.gz"))).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        gz.write_all(
+            text.lines()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join("\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        gz.finish().unwrap();
+    }
+}
+
+fn train_translation(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--task",
+        "translation",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--vocab-size",
+        "300",
+        "--min-frequency",
+        "1",
+        "--max-tokens",
+        "20",
+        "--batch-tokens",
+        "64",
+        "--epochs",
+        "2",
+        "--eval-samples",
+        "4",
+    ];
+    args.extend_from_slice(&TINY_MODEL);
+    args.extend_from_slice(extra);
+    tf(&args)
+}
+
+#[test]
+fn translation_trains_translates_line_by_line_and_draws_subword_attention() {
+    let root = std::env::temp_dir().join(format!("tf-cli-translation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+    write_toy_corpus(&data);
+    let model = root.join("model");
+
+    let out = train_translation(&data, &model, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stdout(&out);
+    assert!(log.contains("20 training pairs of 20"), "{log}");
+    assert!(log.contains("epoch   2"), "{log}");
+    assert!(
+        log.contains("the mean of step-"),
+        "checkpoints averaged at the end: {log}"
+    );
+    for file in ["tokenizer.json", "model.bpk", "best.json", "config.json"] {
+        assert!(model.join(file).is_file(), "{file} missing");
+    }
+    let metrics = std::fs::read_to_string(model.join("metrics.csv")).unwrap();
+    let valid_rows: Vec<&str> = metrics.lines().filter(|l| l.contains(",valid,")).collect();
+    assert_eq!(valid_rows.len(), 2, "one validation per epoch: {metrics}");
+    assert!(
+        valid_rows.iter().all(|row| !row.ends_with(',')),
+        "BLEU logged: {metrics}"
+    );
+
+    // Line N of the output is line N of the input: empty lines stay empty, a line longer than
+    // the model's positions is cut (with a warning) rather than dropped.
+    let long = "Ein Mann läuft über die Straße und ".repeat(40);
+    let input = root.join("input.de");
+    std::fs::write(
+        &input,
+        format!("Ein Mann spielt im Schnee.\n\n{long}\nZwei Hunde isst einen Apfel.\n\n"),
+    )
+    .unwrap();
+    let output = root.join("output.en");
+    for beam in ["1", "3"] {
+        let out = tf(&[
+            "translate",
+            "--model",
+            model_arg(&model),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--beam",
+            beam,
+            "--batch-size",
+            "2",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("line 3 has more than"),
+            "{}",
+            stderr(&out)
+        );
+        let text = std::fs::read_to_string(&output).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 6, "5 lines and the final newline: {text:?}");
+        assert!(lines[1].is_empty() && lines[4].is_empty(), "{text:?}");
+    }
+    // Stdin to stdout.
+    let out = tf_with_stdin(
+        &["translate", "--model", model_arg(&model), "--beam", "2"],
+        "\nEine Frau fährt Fahrrad.\n".as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+    assert!(stdout(&out).starts_with('\n'), "{}", stdout(&out));
+
+    // Attention on a real sentence, labelled with subwords.
+    let pictures = root.join("pictures");
+    let out = tf(&[
+        "attention",
+        "--model",
+        model_arg(&model),
+        "Ein Mädchen sitzt auf einer Bank.",
+        "--out",
+        pictures.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pictures.join("cross.png").is_file());
+    let json = std::fs::read_to_string(pictures.join("attention.json")).unwrap();
+    assert!(json.contains("\"▁"), "subword labels: {json}");
+
+    // Averaging keeps the vocabulary with the model.
+    let averaged = root.join("averaged");
+    let out = tf(&[
+        "average",
+        "--model",
+        model_arg(&model),
+        "--last",
+        "2",
+        "--out",
+        averaged.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tf(&[
+        "translate",
+        "--model",
+        model_arg(&averaged),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 5);
+
+    // Commands for the other kind of model say so.
+    let out = tf(&["predict", "--model", model_arg(&model), "1 2"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("tf translate"), "{}", stderr(&out));
+    let synthetic = trained_model("not-translation");
+    let out = tf(&["translate", "--model", model_arg(&synthetic)]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not on translation"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&synthetic).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn broken_corpora_stop_translation_training_with_the_file_named() {
+    let root = std::env::temp_dir().join(format!("tf-cli-corpus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+    write_toy_corpus(&data);
+    std::fs::write(data.join("train.en"), "A man walks.\n").unwrap();
+    let out = train_translation(&data, &root.join("a"), &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("train.de has 20 lines but"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = train_translation(&data, &root.join("b"), &["--tgt", "fr"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("train.fr"), "{}", stderr(&out));
+
+    std::fs::write(data.join("train.en"), b"A man\n\xff\n").unwrap();
+    let out = train_translation(&data, &root.join("c"), &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("line 2 is not valid UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(data.join("train.en"), "").unwrap();
+    let out = train_translation(&data, &root.join("d"), &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("train.en is empty"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&root).unwrap();
 }
