@@ -299,9 +299,9 @@ fn validate_average(
         chosen.join(", "),
         match (&best, keep) {
             (Some(b), true) =>
-                format!(" (best single checkpoint {:.2}): kept as the model", b.bleu),
+                format!(" (best so far {:.2}): kept as the model", b.bleu),
             (Some(b), false) => format!(
-                ": the best single checkpoint ({:.2}) stays the model",
+                ": the best so far ({:.2}) stays the model",
                 b.bleu
             ),
             (None, _) => ": kept as the model".to_string(),
