@@ -1,6 +1,11 @@
-import gzip, time
+"""Sequence lengths of joint and separate BPE and Unigram vocabularies on Multi30k (docs/translation.md).
+
+Usage: python3 xtask/measure_vocabularies.py [MULTI30K_DIR]   (default ../shared/data/multi30k)
+Needs `pip install tokenizers`.
+"""
+import gzip, os, sys, time
 from tokenizers import Tokenizer, models, trainers, pre_tokenizers, normalizers, decoders
-D="/work/shared/data/multi30k/"
+D=os.path.join(sys.argv[1] if len(sys.argv)>1 else "../shared/data/multi30k", "")
 def read(n): return gzip.open(D+n,"rt",encoding="utf-8").read().splitlines()
 tr_de,tr_en,va_de,va_en=read("train.de.gz"),read("train.en.gz"),read("val.de.gz"),read("val.en.gz")
 alpha=[chr(c) for c in list(range(32,127))+list(range(0xa1,0x100))]
