@@ -298,12 +298,8 @@ fn validate_average(
         "the mean of {} has validation BLEU {bleu:.2}{}",
         chosen.join(", "),
         match (&best, keep) {
-            (Some(b), true) =>
-                format!(" (best so far {:.2}): kept as the model", b.bleu),
-            (Some(b), false) => format!(
-                ": the best so far ({:.2}) stays the model",
-                b.bleu
-            ),
+            (Some(b), true) => format!(" (best so far {:.2}): kept as the model", b.bleu),
+            (Some(b), false) => format!(": the best so far ({:.2}) stays the model", b.bleu),
             (None, _) => ": kept as the model".to_string(),
         }
     );
