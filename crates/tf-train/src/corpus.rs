@@ -64,6 +64,15 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
         file.read_to_end(&mut bytes)
             .with_context(|| format!("cannot read {}", path.display()))?;
     }
+    if bytes.is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    text_lines(bytes).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
+}
+
+/// The lines of UTF-8 text, without line endings (`\n` or `\r\n`); invalid UTF-8 is an error
+/// naming its line.
+pub fn text_lines(bytes: Vec<u8>) -> Result<Vec<String>> {
     let text = String::from_utf8(bytes).map_err(|err| {
         let valid = err.utf8_error().valid_up_to();
         let line = err.as_bytes()[..valid]
@@ -71,11 +80,8 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
             .filter(|&&b| b == b'\n')
             .count()
             + 1;
-        anyhow::anyhow!("{}: line {line} is not valid UTF-8", path.display())
+        anyhow::anyhow!("line {line} is not valid UTF-8")
     })?;
-    if text.is_empty() {
-        bail!("{} is empty", path.display());
-    }
     Ok(text.lines().map(str::to_string).collect())
 }
 

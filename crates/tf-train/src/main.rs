@@ -698,20 +698,11 @@ fn translate_lines(args: TranslateArgs, device: &burn::tensor::Device) -> Result
     Ok(())
 }
 
-/// Every line of UTF-8 text, without line endings; invalid UTF-8 is an error naming the line.
-fn read_text_lines(reader: impl std::io::Read) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for (number, line) in std::io::BufReader::new(reader).split(b'\n').enumerate() {
-        let mut bytes = line?;
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-        lines.push(
-            String::from_utf8(bytes)
-                .map_err(|_| anyhow::anyhow!("line {} is not valid UTF-8", number + 1))?,
-        );
-    }
-    Ok(lines)
+/// Every line of `reader`'s UTF-8 text (none for empty input).
+fn read_text_lines(mut reader: impl std::io::Read) -> Result<Vec<String>> {
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes)?;
+    tf_train::corpus::text_lines(bytes)
 }
 
 /// Parameter count of the model a config builds, e.g. "0.9M".
