@@ -10,12 +10,12 @@ pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
         .expect("float tensor")
 }
 
-/// Largest absolute difference between two tensors of the same shape.
-pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    values(a)
-        .iter()
-        .zip(values(b))
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+pub use tf_attention::max_abs_diff;
+
+/// A fresh, empty directory under the system's temporary directory, named for the test and
+/// this process (not created: the code under test creates what it writes).
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tf-tests-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }

@@ -4,16 +4,16 @@
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, DeviceKind, Int, Tensor};
+use tf_layers::TransformerLayerConfig;
 use tf_model::{GreedyOptions, TransformerConfig};
 use tf_tests::max_abs_diff;
 
 fn config() -> TransformerConfig {
-    TransformerConfig::tiny(17, 17)
-        .with_d_model(32)
-        .with_n_heads(4)
-        .with_d_ff(64)
-        .with_dropout(0.0)
-        .with_max_len(32)
+    TransformerConfig::tiny(17, 17).with_layer(
+        TransformerLayerConfig::tiny()
+            .with_n_heads(4)
+            .with_d_model(32),
+    )
 }
 
 #[test]

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
-use tf_attention::AttentionMask;
+use tf_attention::{AttentionMask, Weights};
 use tf_model::{
-    TorchMhaConfig, TorchModuleConfig, TorchTransformerConfig, import_multi_head_attention,
-    import_transformer_stacks,
+    DecoderOptions, TorchMhaConfig, TorchModuleConfig, TorchTransformerConfig,
+    import_multi_head_attention, import_transformer_stacks,
 };
 use tf_tests::max_abs_diff;
 
@@ -88,15 +88,16 @@ fn transformer_errors(
     let (memory, _) = stacks.encoder.forward(
         fixture.float("input.src", device),
         Some(src_pad.clone()),
-        false,
+        Weights::Omit,
     );
     let memory = stacks.decoder.memory(memory, Some(src_pad));
     let (output, _) = stacks.decoder.forward(
         fixture.float("input.tgt", device),
         &memory,
-        Some(tgt_pad),
-        None,
-        false,
+        DecoderOptions {
+            tgt_pad_mask: Some(tgt_pad),
+            ..Default::default()
+        },
     );
     vec![(
         "output",
@@ -120,7 +121,7 @@ fn mha_errors(
         fixture.float("input.key", device),
         fixture.float("input.value", device),
         &mask,
-        true,
+        Weights::Return,
     );
     vec![
         (

@@ -8,10 +8,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use tf_model::{EmbeddingSharing, TransformerConfig};
-use tf_train::translate::{TranslateOptions, translate};
-use tf_train::translation::TranslationTask;
-use tf_train::{ModelDir, RunConfig, TrainingConfig};
+use tf_layers::TransformerLayerConfig;
+use tf_model::{EmbeddingSharing, OutputLimit, TransformerConfig};
+use tf_train::data::translation::TranslationTask;
+use tf_train::eval::translate::{TranslateOptions, translate};
+use tf_train::store::model_dir::Dropout;
+use tf_train::training::observer::PrintReports;
+use tf_train::{ModelDir, RunConfig, Start, TrainingConfig};
 
 fn multi30k() -> Option<PathBuf> {
     let dir = std::env::var_os("TF_MULTI30K")
@@ -33,7 +36,7 @@ fn a_tiny_model_learns_twenty_real_pairs_and_translates_them_exactly() {
     std::fs::create_dir_all(&root).unwrap();
 
     // The first 20 training pairs of at most 10 German words, as their own train and val split.
-    let full = tf_train::corpus::read_split(&data, "train", "de", "en").unwrap();
+    let full = tf_train::data::corpus::read_split(&data, "train", "de", "en").unwrap();
     let chosen: Vec<usize> = (0..full.len())
         .filter(|&i| full.source[i].split_whitespace().count() <= 10)
         .take(20)
@@ -60,40 +63,38 @@ fn a_tiny_model_learns_twenty_real_pairs_and_translates_them_exactly() {
     let vocab = task.learn_vocabulary(&pairs, 1).unwrap();
     task.vocab_size = vocab.len();
     let dir = ModelDir::new(root.join("model"));
-    std::fs::create_dir_all(dir.path()).unwrap();
-    vocab.save(&dir.tokenizer_path()).unwrap();
 
     let config = RunConfig {
         model: TransformerConfig::new(task.vocab_size, task.vocab_size)
-            .with_d_model(64)
-            .with_n_heads(4)
+            .with_layer(
+                TransformerLayerConfig::tiny()
+                    .with_d_model(64)
+                    .with_n_heads(4)
+                    .with_d_ff(128),
+            )
             .with_n_encoder_layers(2)
             .with_n_decoder_layers(2)
-            .with_d_ff(128)
-            .with_dropout(0.0)
-            .with_max_len(task.max_len * 3 / 2 + 16)
+            .with_max_len(OutputLimit::default().tokens(task.max_len))
             .with_embedding_sharing(EmbeddingSharing::All),
         task: task.into(),
         training: TrainingConfig {
             steps: 400,
             epochs: Some(100),
-            time_limit_secs: None,
-            batch_size: 64, // unused: translation batches by tokens
             warmup: 60,
             peak_lr: Some(3e-3),
-            label_smoothing: 0.1,
-            grad_clip: Some(1.0),
             seed: 7,
-            log_every: 50,
-            eval_every: 1,
             eval_samples: 20,
-            checkpoint_every: 1,
             keep_checkpoints: 1,
             average_last: 1,
+            ..TrainingConfig::default()
         },
     };
     let device = Device::flex();
-    let summary = tf_train::train(&config, &dir, &device, false, false).unwrap();
+    let start = Start::New {
+        config: &config,
+        vocabulary: Some(&vocab),
+    };
+    let summary = tf_train::train(&dir, start, &device, &mut PrintReports).unwrap();
     let best = summary.best.expect("a best model by validation BLEU");
     println!(
         "{} steps, loss {:.3} -> {:.3}, best BLEU {:.2} at step {}",
@@ -102,7 +103,7 @@ fn a_tiny_model_learns_twenty_real_pairs_and_translates_them_exactly() {
     assert!(summary.steps <= 400);
     assert!(best.bleu > 99.99, "best validation BLEU {}", best.bleu);
 
-    let (_, model) = dir.load_model(&device).unwrap();
+    let (_, model) = dir.load_model(&device, Dropout::AsConfigured).unwrap();
     for options in [TranslateOptions::greedy(), TranslateOptions::beam(4, 0.6)] {
         let out = translate(&model, &vocab, &pairs.source, &options, &device, |_| {}).unwrap();
         assert!(out.truncated.is_empty());

@@ -11,9 +11,12 @@ use burn::nn::attention::{
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
-use tf_attention::{AttentionMask, MultiHeadAttention, MultiHeadAttentionConfig, fused_attention};
-use tf_model::{GreedyOptions, Transformer, TransformerConfig};
-use tf_train::loss::label_smoothed_cross_entropy;
+use tf_attention::{
+    AttentionMask, MultiHeadAttention, MultiHeadAttentionConfig, Weights, fused_attention,
+};
+use tf_model::{GreedyOptions, Steps, Transformer, TransformerConfig};
+use tf_train::training::loss::label_smoothed_cross_entropy;
+use tf_train::training::preset::Preset;
 
 use crate::timing::{Repeats, Timing, alternate, time};
 
@@ -71,7 +74,10 @@ pub fn mha_comparison(
         device,
     );
     let mask = AttentionMask::none();
-    let run_ours = || ours.self_attention(x.clone(), &mask, None, false).context;
+    let run_ours = || {
+        ours.self_attention(x.clone(), &mask, None, Weights::Omit)
+            .context
+    };
     let run_theirs = || theirs.forward(MhaInput::self_attn(x.clone())).context;
     let max_abs_diff = (run_ours() - run_theirs()).abs().max().into_scalar::<f32>();
     let (ours_t, theirs_t) = alternate(
@@ -157,7 +163,7 @@ pub fn mha_breakdown(
             "whole forward".to_string(),
             time(device, repeats, || {
                 let _ = mha
-                    .self_attention(x.clone(), &AttentionMask::none(), None, false)
+                    .self_attention(x.clone(), &AttentionMask::none(), None, Weights::Omit)
                     .context
                     .into_data();
             }),
@@ -221,7 +227,12 @@ pub fn scaling_point(
     device.sync()?;
     let (before, _) = memory_kib();
     let run = || {
-        let out = mha.self_attention(x.clone(), &AttentionMask::none(), None, explicit);
+        let weights = if explicit {
+            Weights::Return
+        } else {
+            Weights::Omit
+        };
+        let out = mha.self_attention(x.clone(), &AttentionMask::none(), None, weights);
         let _ = out.context.into_data();
     };
     let timing = time(device, Repeats { warmup: 1, timed }, run);
@@ -260,12 +271,11 @@ pub fn in_child<T: serde::de::DeserializeOwned>(args: &[String]) -> Result<T> {
 /// The small encoder–decoder of cases 3 and 4: `d_model` 256, 4 heads, 3 + 3 layers, `d_ff` 1024,
 /// a vocabulary of 1,000.
 pub fn small_model_config(max_len: usize) -> TransformerConfig {
+    let preset = Preset::translation();
     TransformerConfig::new(1000, 1000)
-        .with_d_model(256)
-        .with_n_heads(4)
-        .with_n_encoder_layers(3)
-        .with_n_decoder_layers(3)
-        .with_d_ff(1024)
+        .with_layer(preset.layer)
+        .with_n_encoder_layers(preset.layers)
+        .with_n_decoder_layers(preset.layers)
         .with_max_len(max_len)
 }
 
@@ -344,31 +354,31 @@ pub struct Decoding {
 pub fn decoding(device: &Device, repeats: Repeats, lengths: &[usize]) -> Vec<Decoding> {
     device.seed(2);
     let model = small_model_config(lengths.iter().max().copied().unwrap_or(32) + 1)
-        .with_dropout(0.0)
+        .without_dropout()
         .init(device);
     let src = Tensor::<2, Int>::random([1, 32], Distribution::Uniform(3.0, 999.0), device);
     lengths
         .iter()
         .map(|&n| {
             // EOS = u32::MAX: never produced, so every run generates exactly n tokens.
-            let options = |use_cache| GreedyOptions {
-                use_cache,
+            let options = |steps| GreedyOptions {
+                steps,
                 ..GreedyOptions::new(1, u32::MAX as usize, n)
             };
-            let decode = |use_cache| {
+            let decode = |steps| {
                 let tokens = model
-                    .greedy_decode(src.clone(), None, &options(use_cache))
+                    .greedy_decode(src.clone(), None, &options(steps))
                     .unwrap();
                 assert_eq!(tokens[0].len(), n);
             };
-            let cached = time(device, repeats, || decode(true));
+            let cached = time(device, repeats, || decode(Steps::Cached));
             // Uncached decoding is quadratic: fewer runs at length.
             let slow = if n >= 256 {
                 repeats.at_most(3)
             } else {
                 repeats
             };
-            let uncached = time(device, slow, || decode(false));
+            let uncached = time(device, slow, || decode(Steps::Recomputed));
             Decoding {
                 tokens: n,
                 cached_tokens_per_sec: n as f64 / (cached.median_ms / 1e3),

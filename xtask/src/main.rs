@@ -37,7 +37,7 @@ enum Task {
     /// Run the benchmark suite and write docs/benchmarks.md, target/bench/, docs/images/.
     Bench {
         /// Device to measure on.
-        #[arg(long, value_enum, default_value_t = Backend::Flex)]
+        #[arg(long, default_value = "flex", value_parser = backend_parser())]
         device: Backend,
         /// Fewer repeats (5 instead of 21).
         #[arg(long)]
@@ -49,7 +49,7 @@ enum Task {
     /// The training-step case alone (JSON on the last line).
     TrainStep {
         /// Device to measure on.
-        #[arg(long, value_enum, default_value_t = Backend::Flex)]
+        #[arg(long, default_value = "flex", value_parser = backend_parser())]
         device: Backend,
         /// Dropout of the model (0.1 in the bench).
         #[arg(long, default_value_t = 0.1)]
@@ -61,7 +61,7 @@ enum Task {
     /// The decoding case alone (JSON on the last line).
     #[command(hide = true)]
     Decoding {
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = backend_parser())]
         device: Backend,
         #[arg(long)]
         quick: bool,
@@ -69,7 +69,7 @@ enum Task {
     /// One point of the scaling case, in its own process (used by `bench`).
     #[command(hide = true)]
     AttentionPoint {
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = backend_parser())]
         device: Backend,
         #[arg(long)]
         seq: usize,
@@ -80,12 +80,16 @@ enum Task {
     },
 }
 
-/// The name clap gives a backend.
+/// Accepts the names of [`Backend::ALL`], listing them in `--help`.
+fn backend_parser() -> impl clap::builder::TypedValueParser<Value = Backend> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Backend::ALL.map(|(name, _)| name))
+        .map(|name| name.parse::<Backend>().expect("a listed backend"))
+}
+
+/// A backend's name, as `--device` takes it.
 fn backend_name(backend: Backend) -> String {
-    use clap::ValueEnum;
-    backend
-        .to_possible_value()
-        .map_or_else(|| format!("{backend:?}"), |v| v.get_name().to_string())
+    backend.name().to_string()
 }
 
 fn main() -> Result<()> {
@@ -110,7 +114,9 @@ fn main() -> Result<()> {
             dropout,
             quick,
         } => {
-            let config = cases::small_model_config(64).with_dropout(dropout);
+            let small = cases::small_model_config(64);
+            let layer = small.layer.clone().with_dropout(dropout);
+            let config = small.with_layer(layer);
             let repeats = Repeats::new(quick).at_most(11);
             let t = cases::train_step_with(&device.device(), repeats, config);
             eprintln!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
-use tf_train::plot::{Axes, Series, line_plot};
+use tf_inspect::plot::{Axes, Series, line_plot};
 
 use crate::cases::{Decoding, MhaBreakdown, MhaComparison, ScalingPoint, TrainStep};
 use crate::timing::ms;

@@ -9,14 +9,14 @@
 //!
 //! ```
 //! use burn::tensor::{Device, Distribution, Tensor};
-//! use tf_attention::{AttentionMask, MultiHeadAttentionConfig, padding_mask_from_lengths};
+//! use tf_attention::{AttentionMask, MultiHeadAttentionConfig, Weights, padding_mask_from_lengths};
 //!
 //! let device = Device::flex();
 //! let mha = MultiHeadAttentionConfig::new(16, 2).init(&device);
 //! let x = Tensor::<3>::random([2, 5, 16], Distribution::Default, &device); // [batch, seq, d_model]
 //! let mask = AttentionMask::causal()
 //!     .with_key_padding(Some(padding_mask_from_lengths(&[5, 3], 5, &device)));
-//! let out = mha.self_attention(x, &mask, None, true);
+//! let out = mha.self_attention(x, &mask, None, Weights::Return);
 //! assert_eq!(out.context.dims(), [2, 5, 16]);
 //! assert_eq!(out.weights.unwrap().dims(), [2, 2, 5, 5]); // [batch, heads, q_len, k_len]
 //! ```
@@ -24,14 +24,17 @@
 //! Masks have one polarity throughout: `true` = blocked, as in burn's
 //! `burn::tensor::module::attention`.
 
+pub mod compare;
 pub mod error;
 pub mod mask;
 pub mod mha;
 pub mod sdpa;
 
+pub use compare::max_abs_diff;
 pub use error::ConfigError;
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_ids, padding_mask_from_lengths};
 pub use mha::{
     AttentionOutput, KeyValue, MultiHeadAttention, MultiHeadAttentionConfig, SelfAttentionCache,
+    Weights,
 };
 pub use sdpa::{attention_weights, fused_attention, masked_softmax, scaled_dot_product_attention};

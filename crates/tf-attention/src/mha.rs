@@ -190,13 +190,24 @@ impl SelfAttentionCache {
     }
 }
 
+/// Whether an attention call also returns its weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Weights {
+    /// The context only: burn's fused kernel computes it (unless attention dropout is active),
+    /// and no `[batch, n_heads, q_len, k_len]` matrix is kept.
+    #[default]
+    Omit,
+    /// The context and the weights, on the explicit path (for inspection).
+    Return,
+}
+
 /// What an attention block returns.
 #[derive(Clone, Debug)]
 pub struct AttentionOutput {
     /// # Shapes
     /// `[batch, q_len, d_model]`
     pub context: Tensor<3>,
-    /// The attention weights, when asked for.
+    /// The attention weights, with [`Weights::Return`].
     ///
     /// # Shapes
     /// `[batch, n_heads, q_len, k_len]`
@@ -293,7 +304,7 @@ impl MultiHeadAttention {
     /// aligned, so it blocks the right keys in both forms. A `key_padding` mask must then cover
     /// all `cache.len() + seq_len` keys.
     ///
-    /// Weights are returned when `return_weights` is set; otherwise, unless attention dropout is
+    /// Weights are returned with [`Weights::Return`]; otherwise, unless attention dropout is
     /// active, burn's fused kernel computes the context.
     ///
     /// # Shapes
@@ -304,7 +315,7 @@ impl MultiHeadAttention {
         x: Tensor<3>,
         mask: &AttentionMask,
         cache: Option<&mut SelfAttentionCache>,
-        return_weights: bool,
+        weights: Weights,
     ) -> AttentionOutput {
         // 1. Q, K and V in one matmul, then split into heads.
         let [q, k, v] = self
@@ -323,7 +334,7 @@ impl MultiHeadAttention {
             Some(cache) => cache.extend(new),
             None => new,
         };
-        self.attend(query, key_value, mask, return_weights)
+        self.attend(query, key_value, mask, weights)
     }
 
     /// Cross-attention of `x` over keys and values projected once by
@@ -338,10 +349,10 @@ impl MultiHeadAttention {
         x: Tensor<3>,
         memory: &KeyValue,
         mask: &AttentionMask,
-        return_weights: bool,
+        weights: Weights,
     ) -> AttentionOutput {
         let query = self.split_heads(self.project(x, Projection::Query, 1));
-        self.attend(query, memory.clone(), mask, return_weights)
+        self.attend(query, memory.clone(), mask, weights)
     }
 
     /// Projects `source` with W^K and W^V into heads, for [`cross_attention`](Self::cross_attention).
@@ -375,14 +386,14 @@ impl MultiHeadAttention {
         key: Tensor<3>,
         value: Tensor<3>,
         mask: &AttentionMask,
-        return_weights: bool,
+        weights: Weights,
     ) -> AttentionOutput {
         let query = self.split_heads(self.project(query, Projection::Query, 1));
         let key_value = KeyValue {
             key: self.split_heads(self.project(key, Projection::Key, 1)),
             value: self.split_heads(self.project(value, Projection::Value, 1)),
         };
-        self.attend(query, key_value, mask, return_weights)
+        self.attend(query, key_value, mask, weights)
     }
 
     /// Projects `x` with `count` consecutive matrices of `in_proj`, starting at `first`
@@ -413,13 +424,14 @@ impl MultiHeadAttention {
         query: Tensor<4>,
         key_value: KeyValue,
         mask: &AttentionMask,
-        return_weights: bool,
+        weights: Weights,
     ) -> AttentionOutput {
         let KeyValue { key, value } = key_value;
         let dropout_active = self.attention_dropout.prob > 0.0
             && self.attention_dropout.training.is_enabled()
             && query.device().is_autodiff();
-        let (heads, weights) = if return_weights || dropout_active {
+        let wanted = weights == Weights::Return;
+        let (heads, weights) = if wanted || dropout_active {
             let [batch, n_heads, q_len, _] = query.dims();
             let k_len = key.dims()[2];
             let dense_mask = mask.to_tensor([batch, n_heads, q_len, k_len], &query.device());
@@ -428,7 +440,7 @@ impl MultiHeadAttention {
                 .attention_dropout
                 .forward(weights.clone())
                 .matmul(value);
-            (heads, return_weights.then_some(weights))
+            (heads, wanted.then_some(weights))
         } else {
             (fused_attention(query, key, value, mask), None)
         };
@@ -460,20 +472,13 @@ impl MultiHeadAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::max_abs_diff;
     use crate::mask::padding_mask_from_lengths;
     use crate::sdpa::scaled_dot_product_attention;
     use burn::tensor::{Device, Distribution};
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        values(a)
-            .iter()
-            .zip(values(b))
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     fn random(shape: [usize; 3], device: &Device) -> Tensor<3> {
@@ -518,8 +523,8 @@ mod tests {
             5,
             &device,
         )));
-        let fused = mha.self_attention(x.clone(), &mask, None, false);
-        let explicit = mha.self_attention(x, &mask, None, true);
+        let fused = mha.self_attention(x.clone(), &mask, None, Weights::Omit);
+        let explicit = mha.self_attention(x, &mask, None, Weights::Return);
         assert!(fused.weights.is_none());
         assert!(explicit.weights.is_some());
         assert!(max_abs_diff(fused.context, explicit.context) <= 1e-5);
@@ -535,7 +540,7 @@ mod tests {
             x.clone(),
             &mha.project_key_value(memory.clone()),
             &AttentionMask::none(),
-            false,
+            Weights::Omit,
         );
 
         // By hand: Q = x W^Q + b^Q etc., softmax(QKᵀ/√d)V, then W^O.
@@ -567,12 +572,24 @@ mod tests {
             x.clone(),
             &mha.project_key_value(memory.clone()),
             &mask,
-            false,
+            Weights::Omit,
         );
-        let general = mha.forward(x.clone(), memory.clone(), memory.clone(), &mask, false);
+        let general = mha.forward(
+            x.clone(),
+            memory.clone(),
+            memory.clone(),
+            &mask,
+            Weights::Omit,
+        );
         assert!(max_abs_diff(cross.context, general.context) <= 1e-6);
         // The value's rows are what the context mixes: a zero value gives the output bias alone.
-        let zero_value = mha.forward(x, memory.clone(), memory.zeros_like(), &mask, true);
+        let zero_value = mha.forward(
+            x,
+            memory.clone(),
+            memory.zeros_like(),
+            &mask,
+            Weights::Return,
+        );
         let weights = zero_value.weights.unwrap();
         let b_v = mha.in_proj.bias.as_ref().unwrap().val().narrow(0, 16, 8);
         let expected = mha
@@ -604,8 +621,14 @@ mod tests {
         let (x, memory) = (random([2, 4, 12], &device), random([2, 5, 12], &device));
         let mask = AttentionMask::padding(padding_mask_from_lengths(&[5, 3], 5, &device));
         let run = |m: &MultiHeadAttention| {
-            m.forward(x.clone(), memory.clone(), memory.clone(), &mask, false)
-                .context
+            m.forward(
+                x.clone(),
+                memory.clone(),
+                memory.clone(),
+                &mask,
+                Weights::Omit,
+            )
+            .context
         };
 
         let ones = mha.gate_heads(Tensor::ones([3], &device));
@@ -622,11 +645,23 @@ mod tests {
         assert!(max_abs_diff(run(&pruned), run(&gated)) <= 1e-5);
         // The kept heads' weights are the original heads 0 and 2.
         let all = mha
-            .forward(x.clone(), memory.clone(), memory.clone(), &mask, true)
+            .forward(
+                x.clone(),
+                memory.clone(),
+                memory.clone(),
+                &mask,
+                Weights::Return,
+            )
             .weights
             .unwrap();
         let kept = pruned
-            .forward(x.clone(), memory.clone(), memory.clone(), &mask, true)
+            .forward(
+                x.clone(),
+                memory.clone(),
+                memory.clone(),
+                &mask,
+                Weights::Return,
+            )
             .weights
             .unwrap();
         let order = Tensor::<1, Int>::from_ints([0, 2], &device);
@@ -668,7 +703,7 @@ mod tests {
         let target = random([2, 3, 8], &device);
         let loss = |m: &MultiHeadAttention| {
             let out = m
-                .self_attention(x.clone(), &AttentionMask::causal(), None, false)
+                .self_attention(x.clone(), &AttentionMask::causal(), None, Weights::Omit)
                 .context;
             (out - target.clone()).powi_scalar(2).sum()
         };
@@ -699,7 +734,7 @@ mod tests {
         let mha = MultiHeadAttentionConfig::new(16, 4).init(&device);
         let x = random([3, 4, 16], &device);
         let out = mha
-            .self_attention(x.clone(), &AttentionMask::causal(), None, false)
+            .self_attention(x.clone(), &AttentionMask::causal(), None, Weights::Omit)
             .context;
         let order = Tensor::<1, Int>::from_ints([2, 0, 1], &device);
         let permuted = mha
@@ -707,7 +742,7 @@ mod tests {
                 x.select(0, order.clone()),
                 &AttentionMask::causal(),
                 None,
-                false,
+                Weights::Omit,
             )
             .context;
         assert!(max_abs_diff(permuted, out.select(0, order)) <= 1e-6);
@@ -720,11 +755,11 @@ mod tests {
         let x = random([1, 3, 8], &device);
         let padded = Tensor::cat(vec![x.clone(), random([1, 2, 8], &device)], 1);
         let alone = mha
-            .self_attention(x, &AttentionMask::none(), None, false)
+            .self_attention(x, &AttentionMask::none(), None, Weights::Omit)
             .context;
         let mask = AttentionMask::padding(padding_mask_from_lengths(&[3], 5, &device));
         let with_pad = mha
-            .self_attention(padded, &mask, None, false)
+            .self_attention(padded, &mask, None, Weights::Omit)
             .context
             .narrow(1, 0, 3);
         assert!(max_abs_diff(alone, with_pad) <= 1e-5);
@@ -736,14 +771,19 @@ mod tests {
         let mha = MultiHeadAttentionConfig::new(8, 2).init(&device);
         let x = random([2, 4, 8], &device);
         let full = mha
-            .self_attention(x.clone(), &AttentionMask::causal(), None, false)
+            .self_attention(x.clone(), &AttentionMask::causal(), None, Weights::Omit)
             .context;
         let mut cache = SelfAttentionCache::default();
         let steps: Vec<Tensor<3>> = (0..4)
             .map(|t| {
                 let step = x.clone().narrow(1, t, 1);
-                mha.self_attention(step, &AttentionMask::causal(), Some(&mut cache), false)
-                    .context
+                mha.self_attention(
+                    step,
+                    &AttentionMask::causal(),
+                    Some(&mut cache),
+                    Weights::Omit,
+                )
+                .context
             })
             .collect();
         assert_eq!(cache.len(), 4);

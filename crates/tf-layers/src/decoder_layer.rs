@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor};
-use tf_attention::{AttentionMask, KeyValue, MultiHeadAttention, SelfAttentionCache};
+use tf_attention::{AttentionMask, KeyValue, MultiHeadAttention, SelfAttentionCache, Weights};
 
 use crate::feed_forward::PositionWiseFeedForward;
 use crate::residual::ResidualNorm;
@@ -49,6 +49,19 @@ impl CrossAttentionMemory {
     }
 }
 
+/// What [`DecoderLayer::forward`] takes besides its input and the memory. `Default` is a
+/// teacher-forced pass without target padding, cache or weights.
+#[derive(Debug, Default)]
+pub struct DecoderLayerOptions<'a> {
+    /// `[batch, k_len]`, `true` = padding; with a cache, `k_len = cache.len() + tgt_len`.
+    pub tgt_pad_mask: Option<Tensor<2, Bool>>,
+    /// The self-attention keys and values of the positions before the input; with it, the input
+    /// holds only the new positions, whose keys and values are appended.
+    pub cache: Option<&'a mut SelfAttentionCache>,
+    /// Whether the attention weights come back.
+    pub weights: Weights,
+}
+
 /// The attention weights of one decoder layer, when asked for.
 #[derive(Clone, Debug)]
 pub struct DecoderLayerWeights {
@@ -79,33 +92,35 @@ impl DecoderLayer {
     /// Each target position attends to itself and earlier positions (and the cached ones), then
     /// to the unpadded source positions.
     ///
-    /// With `cache`, `x` holds only the new positions; the self-attention keys and values are
-    /// appended to it. `tgt_pad_mask` then covers all `cache.len() + tgt_len` positions.
+    /// With a cache in `options`, `x` holds only the new positions; the self-attention keys and
+    /// values are appended to it, and the target padding mask covers all `cache.len() +
+    /// tgt_len` positions.
     ///
     /// # Shapes
     /// - `x`: `[batch, tgt_len, d_model]`
-    /// - `tgt_pad_mask`: `[batch, k_len]`, `true` = padding
-    /// - returns `[batch, tgt_len, d_model]`
+    /// - `options.tgt_pad_mask`: `[batch, k_len]`, `true` = padding
+    /// - returns `[batch, tgt_len, d_model]`, and the weights with [`Weights::Return`]
     pub fn forward(
         &self,
         x: Tensor<3>,
         memory: &CrossAttentionMemory,
-        tgt_pad_mask: Option<Tensor<2, Bool>>,
-        cache: Option<&mut SelfAttentionCache>,
-        return_weights: bool,
+        options: DecoderLayerOptions<'_>,
     ) -> (Tensor<3>, Option<DecoderLayerWeights>) {
+        let DecoderLayerOptions {
+            tgt_pad_mask,
+            cache,
+            weights: wanted,
+        } = options;
         let self_mask = AttentionMask::causal().with_key_padding(tgt_pad_mask);
         let (x, self_weights) = self.self_attn_residual.forward(x, |h| {
-            let out = self
-                .self_attn
-                .self_attention(h, &self_mask, cache, return_weights);
+            let out = self.self_attn.self_attention(h, &self_mask, cache, wanted);
             (out.context, out.weights)
         });
         let cross_mask = AttentionMask::none().with_key_padding(memory.pad_mask.clone());
         let (x, cross_weights) = self.cross_attn_residual.forward(x, |h| {
-            let out =
-                self.cross_attn
-                    .cross_attention(h, &memory.key_value, &cross_mask, return_weights);
+            let out = self
+                .cross_attn
+                .cross_attention(h, &memory.key_value, &cross_mask, wanted);
             (out.context, out.weights)
         });
         let (x, ()) = self.ffn_residual.forward(x, |h| (self.ffn.forward(h), ()));
@@ -125,24 +140,12 @@ mod tests {
     use crate::TransformerLayerConfig;
     use crate::residual::NormPosition;
     use burn::tensor::{Device, Distribution};
-
-    fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
-        let (a, b) = (
-            a.into_data().try_to_vec::<f32>().unwrap(),
-            b.into_data().try_to_vec::<f32>().unwrap(),
-        );
-        a.iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use tf_attention::max_abs_diff;
 
     fn tiny(position: NormPosition) -> TransformerLayerConfig {
-        TransformerLayerConfig::new()
+        TransformerLayerConfig::tiny()
             .with_d_model(8)
-            .with_n_heads(2)
             .with_d_ff(16)
-            .with_dropout(0.0)
             .with_norm_position(position)
     }
 
@@ -163,8 +166,8 @@ mod tests {
                 ],
                 1,
             );
-            let (a, _) = layer.forward(x, &memory, None, None, false);
-            let (b, _) = layer.forward(changed, &memory, None, None, false);
+            let (a, _) = layer.forward(x, &memory, DecoderLayerOptions::default());
+            let (b, _) = layer.forward(changed, &memory, DecoderLayerOptions::default());
             assert!(max_abs_diff(a.narrow(1, 0, 3), b.narrow(1, 0, 3)) <= 1e-6);
         }
     }
@@ -179,7 +182,7 @@ mod tests {
                 None,
             );
             let x = Tensor::<3>::random([2, 4, 8], Distribution::Default, &device);
-            let (full, _) = layer.forward(x.clone(), &memory, None, None, false);
+            let (full, _) = layer.forward(x.clone(), &memory, DecoderLayerOptions::default());
             let mut cache = SelfAttentionCache::default();
             let steps: Vec<Tensor<3>> = (0..4)
                 .map(|t| {
@@ -187,9 +190,10 @@ mod tests {
                         .forward(
                             x.clone().narrow(1, t, 1),
                             &memory,
-                            None,
-                            Some(&mut cache),
-                            false,
+                            DecoderLayerOptions {
+                                cache: Some(&mut cache),
+                                ..Default::default()
+                            },
                         )
                         .0
                 })
@@ -207,10 +211,22 @@ mod tests {
             None,
         );
         let x = Tensor::<3>::random([2, 4, 8], Distribution::Default, &device);
-        let (_, weights) = layer.forward(x.clone(), &memory, None, None, true);
+        let (_, weights) = layer.forward(
+            x.clone(),
+            &memory,
+            DecoderLayerOptions {
+                weights: Weights::Return,
+                ..Default::default()
+            },
+        );
         let weights = weights.unwrap();
         assert_eq!(weights.self_attn.dims(), [2, 2, 4, 4]);
         assert_eq!(weights.cross_attn.dims(), [2, 2, 4, 3]);
-        assert!(layer.forward(x, &memory, None, None, false).1.is_none());
+        assert!(
+            layer
+                .forward(x, &memory, DecoderLayerOptions::default())
+                .1
+                .is_none()
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor};
-use tf_attention::{AttentionMask, MultiHeadAttention};
+use tf_attention::{AttentionMask, MultiHeadAttention, Weights};
 
 use crate::feed_forward::PositionWiseFeedForward;
 use crate::residual::ResidualNorm;
@@ -34,16 +34,62 @@ impl EncoderLayer {
         &self,
         x: Tensor<3>,
         pad_mask: Option<Tensor<2, Bool>>,
-        return_weights: bool,
+        wanted: Weights,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
         let mask = AttentionMask::none().with_key_padding(pad_mask);
         let (x, weights) = self.self_attn_residual.forward(x, |h| {
-            let out = self
-                .self_attn
-                .self_attention(h, &mask, None, return_weights);
+            let out = self.self_attn.self_attention(h, &mask, None, wanted);
             (out.context, out.weights)
         });
         let (x, ()) = self.ffn_residual.forward(x, |h| (self.ffn.forward(h), ()));
         (x, weights)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TransformerLayerConfig;
+    use crate::residual::NormPosition;
+    use burn::tensor::{Device, Distribution};
+    use tf_attention::{max_abs_diff, padding_mask_from_lengths};
+
+    #[test]
+    fn padding_changes_nothing_at_the_real_positions() {
+        let device = Device::flex();
+        for position in [NormPosition::Post, NormPosition::Pre] {
+            device.seed(4);
+            let layer = TransformerLayerConfig::tiny()
+                .with_norm_position(position)
+                .init_encoder(&device);
+            let x = Tensor::<3>::random([1, 3, 16], Distribution::Default, &device);
+            let (alone, _) = layer.forward(x.clone(), None, Weights::Omit);
+            // Two positions of noise appended, masked as padding.
+            let noise = Tensor::<3>::random([1, 2, 16], Distribution::Default, &device);
+            let padded = Tensor::cat(vec![x, noise], 1); // [1, 5, 16]
+            let mask = padding_mask_from_lengths(&[3], 5, &device);
+            let (out, _) = layer.forward(padded, Some(mask), Weights::Omit);
+            let diff = max_abs_diff(out.narrow(1, 0, 3), alone);
+            assert!(diff <= 1e-5, "{position:?}: {diff}");
+        }
+    }
+
+    #[test]
+    fn weights_come_back_when_asked_sum_to_one_and_skip_padding() {
+        let device = Device::flex();
+        let layer = TransformerLayerConfig::tiny().init_encoder(&device);
+        let x = Tensor::<3>::random([2, 4, 16], Distribution::Default, &device);
+        let mask = padding_mask_from_lengths(&[4, 2], 4, &device);
+        let (_, none) = layer.forward(x.clone(), Some(mask.clone()), Weights::Omit);
+        assert!(none.is_none());
+        let (out, weights) = layer.forward(x, Some(mask), Weights::Return);
+        assert_eq!(out.dims(), [2, 4, 16]);
+        let weights = weights.expect("asked for");
+        assert_eq!(weights.dims(), [2, 2, 4, 4]); // [batch, n_heads, src_len, src_len]
+        let row_sums = weights.clone().sum_dim(3);
+        assert!(max_abs_diff(row_sums.clone(), row_sums.ones_like()) <= 1e-5);
+        // The second sequence has 2 real positions: no weight on keys 2 and 3.
+        let on_padding = weights.narrow(0, 1, 1).narrow(3, 2, 2).abs().max();
+        assert_eq!(on_padding.into_scalar::<f32>(), 0.0);
     }
 }

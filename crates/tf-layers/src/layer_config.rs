@@ -42,6 +42,16 @@ pub struct TransformerLayerConfig {
 }
 
 impl TransformerLayerConfig {
+    /// The smallest layer for tests and examples: `d_model` 16, 2 heads, `d_ff` 32, no
+    /// dropout. Not from the paper.
+    pub fn tiny() -> Self {
+        Self::new()
+            .with_d_model(16)
+            .with_n_heads(2)
+            .with_d_ff(32)
+            .with_dropout(0.0)
+    }
+
     /// Checks that the config builds working layers, naming the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const NAME: &str = "TransformerLayerConfig";

@@ -7,13 +7,14 @@
 //!
 //! ```
 //! use burn::tensor::{Device, Distribution, Tensor};
+//! use tf_attention::Weights;
 //! use tf_layers::TransformerLayerConfig;
 //!
 //! let device = Device::flex();
 //! let config = TransformerLayerConfig::new().with_d_model(16).with_n_heads(2).with_d_ff(32);
 //! let layer = config.init_encoder(&device);
 //! let x = Tensor::<3>::random([2, 5, 16], Distribution::Default, &device);
-//! let (y, _) = layer.forward(x, None, false);
+//! let (y, _) = layer.forward(x, None, Weights::Omit);
 //! assert_eq!(y.dims(), [2, 5, 16]);
 //! ```
 
@@ -24,7 +25,9 @@ pub mod layer_config;
 pub mod positional_encoding;
 pub mod residual;
 
-pub use decoder_layer::{CrossAttentionMemory, DecoderLayer, DecoderLayerWeights};
+pub use decoder_layer::{
+    CrossAttentionMemory, DecoderLayer, DecoderLayerOptions, DecoderLayerWeights,
+};
 pub use encoder_layer::EncoderLayer;
 pub use feed_forward::{
     FeedForwardActivation, PositionWiseFeedForward, PositionWiseFeedForwardConfig,

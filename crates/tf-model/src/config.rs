@@ -5,8 +5,7 @@ use burn::tensor::Device;
 use tf_attention::ConfigError;
 use tf_attention::error::check_nonzero;
 use tf_layers::{
-    FeedForwardActivation, NormPosition, PositionalEncodingConfig, PositionalEncodingKind,
-    TransformerLayerConfig,
+    NormPosition, PositionalEncodingConfig, PositionalEncodingKind, TransformerLayerConfig,
 };
 
 use crate::transformer::Transformer;
@@ -46,48 +45,29 @@ pub struct HeadCounts {
     pub cross: Vec<usize>,
 }
 
-/// Configuration of a [`Transformer`]. Defaults are the paper's base model (Table 3):
-/// `d_model` 512, 8 heads, 6 + 6 layers, `d_ff` 2048, dropout 0.1, ReLU, post-norm,
-/// sinusoidal positions.
+/// Configuration of a [`Transformer`]: the layer every encoder and decoder layer is built from
+/// ([`TransformerLayerConfig`]), how many of each, and what surrounds the stacks. Defaults are
+/// the paper's base model (Table 3): `d_model` 512, 8 heads, 6 + 6 layers, `d_ff` 2048,
+/// dropout 0.1, ReLU, post-norm, sinusoidal positions.
 #[derive(Config, Debug)]
 pub struct TransformerConfig {
     /// Source vocabulary size.
     pub src_vocab: usize,
     /// Target vocabulary size.
     pub tgt_vocab: usize,
-    /// Model width. Default: 512.
-    #[config(default = 512)]
-    pub d_model: usize,
-    /// Attention heads. Default: 8.
-    #[config(default = 8)]
-    pub n_heads: usize,
+    /// What every encoder and decoder layer is made of: `d_model`, heads, `d_ff`, dropout,
+    /// activation, norm placement, LayerNorm epsilon. Default: the base model's layer.
+    #[config(default = "TransformerLayerConfig::new()")]
+    pub layer: TransformerLayerConfig,
     /// Encoder layers. Default: 6.
     #[config(default = 6)]
     pub n_encoder_layers: usize,
     /// Decoder layers. Default: 6.
     #[config(default = 6)]
     pub n_decoder_layers: usize,
-    /// Feed-forward inner width. Default: 2048.
-    #[config(default = 2048)]
-    pub d_ff: usize,
-    /// Dropout on sublayer outputs and on the embedding + position sums (§5.4). Default: 0.1.
-    #[config(default = 0.1)]
-    pub dropout: f64,
-    /// Dropout on attention weights. Default: 0.0 (the paper uses none).
-    #[config(default = 0.0)]
-    pub attention_dropout: f64,
-    /// Feed-forward non-linearity. Default: ReLU.
-    #[config(default = "FeedForwardActivation::Relu")]
-    pub activation: FeedForwardActivation,
-    /// Post-norm (paper) or pre-norm. Default: post-norm.
-    #[config(default = "NormPosition::Post")]
-    pub norm_position: NormPosition,
     /// Final LayerNorm on each stack. Default: only with pre-norm.
     #[config(default = "FinalNorm::Auto")]
     pub final_norm: FinalNorm,
-    /// LayerNorm epsilon. Default: 1e-5.
-    #[config(default = 1e-5)]
-    pub layer_norm_eps: f64,
     /// Sinusoidal (paper) or learned positions. Default: sinusoidal.
     #[config(default = "PositionalEncodingKind::Sinusoidal")]
     pub positional_encoding: PositionalEncodingKind,
@@ -104,47 +84,54 @@ pub struct TransformerConfig {
 }
 
 impl TransformerConfig {
-    /// The base model of Table 3 (65M parameters with a 37k shared vocabulary).
+    /// The base model of Table 3: 44M parameters besides the embeddings; 63M with one shared
+    /// 37k-token embedding matrix (as the paper's WMT En-De model), more when the source,
+    /// target and output matrices are separate.
     pub fn base(src_vocab: usize, tgt_vocab: usize) -> Self {
         Self::new(src_vocab, tgt_vocab)
     }
 
     /// The big model of Table 3: `d_model` 1024, 16 heads, `d_ff` 4096, dropout 0.3.
     pub fn big(src_vocab: usize, tgt_vocab: usize) -> Self {
-        Self::new(src_vocab, tgt_vocab)
-            .with_d_model(1024)
-            .with_n_heads(16)
-            .with_d_ff(4096)
-            .with_dropout(0.3)
+        Self::new(src_vocab, tgt_vocab).with_layer(
+            TransformerLayerConfig::new()
+                .with_d_model(1024)
+                .with_n_heads(16)
+                .with_d_ff(4096)
+                .with_dropout(0.3),
+        )
     }
 
-    /// A small model for synthetic tasks and tests: `d_model` 64, 4 heads, 2 + 2 layers,
-    /// `d_ff` 256. Not from the paper.
+    /// The smallest model for tests and examples: [`TransformerLayerConfig::tiny`] layers
+    /// (`d_model` 16, 2 heads, `d_ff` 32, no dropout), 2 + 2 of them, 32 positions. Not from
+    /// the paper.
     pub fn tiny(src_vocab: usize, tgt_vocab: usize) -> Self {
         Self::new(src_vocab, tgt_vocab)
-            .with_d_model(64)
-            .with_n_heads(4)
+            .with_layer(TransformerLayerConfig::tiny())
             .with_n_encoder_layers(2)
             .with_n_decoder_layers(2)
-            .with_d_ff(256)
+            .with_max_len(32)
     }
 
-    /// The configuration each encoder and decoder layer is built from.
-    pub fn layer(&self) -> TransformerLayerConfig {
-        TransformerLayerConfig::new()
-            .with_d_model(self.d_model)
-            .with_n_heads(self.n_heads)
-            .with_d_ff(self.d_ff)
-            .with_dropout(self.dropout)
-            .with_attention_dropout(self.attention_dropout)
-            .with_activation(self.activation)
-            .with_norm_position(self.norm_position)
-            .with_layer_norm_eps(self.layer_norm_eps)
+    /// Model width.
+    pub fn d_model(&self) -> usize {
+        self.layer.d_model
+    }
+
+    /// The same model with every dropout at 0: deterministic forward passes for gradients that
+    /// must not depend on chance (head importance) and for tests.
+    pub fn without_dropout(self) -> Self {
+        let layer = self
+            .layer
+            .clone()
+            .with_dropout(0.0)
+            .with_attention_dropout(0.0);
+        self.with_layer(layer)
     }
 
     /// The positional encoding's configuration.
     pub fn positional(&self) -> PositionalEncodingConfig {
-        PositionalEncodingConfig::new(self.d_model)
+        PositionalEncodingConfig::new(self.layer.d_model)
             .with_max_len(self.max_len)
             .with_kind(self.positional_encoding)
     }
@@ -152,7 +139,7 @@ impl TransformerConfig {
     /// Whether the stacks end with a LayerNorm.
     pub fn has_final_norm(&self) -> bool {
         match self.final_norm {
-            FinalNorm::Auto => self.norm_position == NormPosition::Pre,
+            FinalNorm::Auto => self.layer.norm_position == NormPosition::Pre,
             FinalNorm::Always => true,
             FinalNorm::Never => false,
         }
@@ -167,9 +154,9 @@ impl TransformerConfig {
                 c.cross.clone(),
             ),
             None => (
-                vec![self.n_heads; self.n_encoder_layers],
-                vec![self.n_heads; self.n_decoder_layers],
-                vec![self.n_heads; self.n_decoder_layers],
+                vec![self.layer.n_heads; self.n_encoder_layers],
+                vec![self.layer.n_heads; self.n_decoder_layers],
+                vec![self.layer.n_heads; self.n_decoder_layers],
             ),
         }
     }
@@ -190,19 +177,19 @@ impl TransformerConfig {
                 ),
             ));
         }
-        self.layer().validate()?;
+        self.layer.validate()?;
         if let Some(counts) = &self.head_counts {
             for (what, counts, layers) in [
                 ("encoder_self", &counts.encoder_self, self.n_encoder_layers),
                 ("decoder_self", &counts.decoder_self, self.n_decoder_layers),
                 ("cross", &counts.cross, self.n_decoder_layers),
             ] {
-                if counts.len() != layers || counts.iter().any(|&n| n == 0 || n > self.n_heads) {
+                let n_heads = self.layer.n_heads;
+                if counts.len() != layers || counts.iter().any(|&n| n == 0 || n > n_heads) {
                     return Err(ConfigError::new(
                         NAME,
                         format!(
-                            "head_counts.{what} must give 1..={} heads for each of {layers} layers, got {counts:?}",
-                            self.n_heads
+                            "head_counts.{what} must give 1..={n_heads} heads for each of {layers} layers, got {counts:?}"
                         ),
                     ));
                 }
@@ -233,31 +220,50 @@ mod tests {
     #[test]
     fn defaults_are_the_base_model() {
         let c = TransformerConfig::base(100, 100);
+        let l = &c.layer;
         assert_eq!(
             (
-                c.d_model,
-                c.n_heads,
+                l.d_model,
+                l.n_heads,
                 c.n_encoder_layers,
                 c.n_decoder_layers,
-                c.d_ff,
-                c.dropout
+                l.d_ff,
+                l.dropout
             ),
             (512, 8, 6, 6, 2048, 0.1)
         );
         assert!(!c.has_final_norm());
-        assert!(c.with_norm_position(NormPosition::Pre).has_final_norm());
+        let pre = c.layer.clone().with_norm_position(NormPosition::Pre);
+        assert!(c.with_layer(pre).has_final_norm());
         assert!(TransformerConfig::big(10, 10).validate().is_ok());
+    }
+
+    /// The count `base()`'s doc gives, by hand: an encoder layer is 4·(512² + 512) attention +
+    /// (512·2048 + 2048 + 2048·512 + 512) feed-forward + 2·1024 LayerNorm = 3,152,384; a decoder
+    /// layer has a second attention and LayerNorm: 4,204,032. Six of each: 44,138,496; one
+    /// shared 37,000 × 512 embedding adds 18,944,000.
+    #[test]
+    fn the_base_model_has_the_parameters_its_doc_states() {
+        use burn::module::Module;
+        let device = Device::flex();
+        let shared = TransformerConfig::base(37_000, 37_000)
+            .with_embedding_sharing(EmbeddingSharing::All)
+            .init(&device)
+            .num_params();
+        assert_eq!(shared, 44_138_496 + 18_944_000);
     }
 
     #[test]
     fn invalid_models_are_refused_with_a_message() {
-        let err = TransformerConfig::tiny(10, 10)
-            .with_n_heads(5)
+        let tiny = TransformerConfig::tiny(10, 10);
+        let err = tiny
+            .clone()
+            .with_layer(tiny.layer.clone().with_n_heads(5))
             .validate()
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("d_model (64) must be divisible by n_heads (5)")
+                .contains("d_model (16) must be divisible by n_heads (5)")
         );
         let err = TransformerConfig::tiny(10, 12)
             .with_embedding_sharing(EmbeddingSharing::All)
@@ -278,12 +284,12 @@ mod tests {
                 .is_err()
         );
         assert!(
-            TransformerConfig::tiny(10, 10)
-                .with_dropout(1.0)
+            tiny.clone()
+                .with_layer(tiny.layer.clone().with_dropout(1.0))
                 .validate()
                 .is_err()
         );
-        let counts = HeadCounts::new(vec![4, 2], vec![1, 4], vec![4]);
+        let counts = HeadCounts::new(vec![2, 1], vec![1, 2], vec![2]);
         let err = TransformerConfig::tiny(10, 10)
             .with_head_counts(Some(counts))
             .validate()
@@ -298,6 +304,6 @@ mod tests {
         json.as_object_mut().unwrap().remove("head_counts");
         let config: TransformerConfig = serde_json::from_value(json).unwrap();
         assert_eq!(config.head_counts, None);
-        assert_eq!(config.heads_per_layer().2, vec![4, 4]);
+        assert_eq!(config.heads_per_layer().2, vec![2, 2]);
     }
 }

@@ -2,10 +2,25 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor};
-use tf_attention::SelfAttentionCache;
-use tf_layers::{CrossAttentionMemory, DecoderLayer, DecoderLayerWeights, TransformerLayerConfig};
+use tf_attention::{SelfAttentionCache, Weights};
+use tf_layers::{
+    CrossAttentionMemory, DecoderLayer, DecoderLayerOptions, DecoderLayerWeights,
+    TransformerLayerConfig,
+};
 
 use crate::final_norm::FinalLayerNorm;
+
+/// What [`Decoder::forward`] takes besides its input and the memory. `Default` is a
+/// teacher-forced pass without target padding, caches or weights.
+#[derive(Debug, Default)]
+pub struct DecoderOptions<'a> {
+    /// `[batch, k_len]`, `true` = padding; with caches, `k_len` counts the cached positions.
+    pub tgt_pad_mask: Option<Tensor<2, Bool>>,
+    /// One self-attention cache per layer; with them, the input holds only the new positions.
+    pub caches: Option<&'a mut [SelfAttentionCache]>,
+    /// Whether each layer's attention weights come back.
+    pub weights: Weights,
+}
 
 /// `N` decoder layers and an optional final LayerNorm.
 #[derive(Module, Debug)]
@@ -72,20 +87,24 @@ impl Decoder {
             .collect()
     }
 
-    /// With `caches` (one per layer), `x` holds only the new positions.
+    /// With caches in `options` (one per layer), `x` holds only the new positions.
     ///
     /// # Shapes
     /// - `x`: `[batch, tgt_len, d_model]` (embedded and position-encoded)
-    /// - `tgt_pad_mask`: `[batch, k_len]`, `true` = padding (`k_len` counts cached positions)
-    /// - returns `[batch, tgt_len, d_model]` and, when asked, each layer's weights
+    /// - `options.tgt_pad_mask`: `[batch, k_len]`, `true` = padding (`k_len` counts cached
+    ///   positions)
+    /// - returns `[batch, tgt_len, d_model]` and, with [`Weights::Return`], each layer's weights
     pub fn forward(
         &self,
         x: Tensor<3>,
         memory: &[CrossAttentionMemory],
-        tgt_pad_mask: Option<Tensor<2, Bool>>,
-        caches: Option<&mut [SelfAttentionCache]>,
-        return_weights: bool,
+        options: DecoderOptions<'_>,
     ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
+        let DecoderOptions {
+            tgt_pad_mask,
+            caches,
+            weights: wanted,
+        } = options;
         assert_eq!(
             memory.len(),
             self.layers.len(),
@@ -103,8 +122,12 @@ impl Decoder {
         let mut x = x;
         for (layer, layer_memory) in self.layers.iter().zip(memory) {
             let cache = caches.as_mut().and_then(|c| c.next());
-            let (out, layer_weights) =
-                layer.forward(x, layer_memory, tgt_pad_mask.clone(), cache, return_weights);
+            let options = DecoderLayerOptions {
+                tgt_pad_mask: tgt_pad_mask.clone(),
+                cache,
+                weights: wanted,
+            };
+            let (out, layer_weights) = layer.forward(x, layer_memory, options);
             x = out;
             weights.extend(layer_weights);
         }

@@ -2,6 +2,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor};
+use tf_attention::Weights;
 use tf_layers::{EncoderLayer, TransformerLayerConfig};
 
 use crate::final_norm::FinalLayerNorm;
@@ -58,12 +59,12 @@ impl Encoder {
         &self,
         x: Tensor<3>,
         pad_mask: Option<Tensor<2, Bool>>,
-        return_weights: bool,
+        wanted: Weights,
     ) -> (Tensor<3>, Vec<Tensor<4>>) {
         let mut weights = Vec::new();
         let mut x = x;
         for layer in &self.layers {
-            let (out, layer_weights) = layer.forward(x, pad_mask.clone(), return_weights);
+            let (out, layer_weights) = layer.forward(x, pad_mask.clone(), wanted);
             x = out;
             weights.extend(layer_weights);
         }

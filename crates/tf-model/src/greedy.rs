@@ -1,8 +1,11 @@
 //! Greedy decoding: at each step, the most probable next token.
 
 use burn::tensor::{Bool, Int, Tensor, TensorData};
+use tf_attention::Weights;
 use tf_layers::DecoderLayerWeights;
 
+use crate::cache::DecodeContext;
+use crate::heads::{BlockId, in_block_order};
 use crate::transformer::Transformer;
 
 /// How to decode.
@@ -16,7 +19,7 @@ pub struct GreedyOptions {
     pub max_len: usize,
     /// Decode step by step against a key/value cache (default), or recompute the whole prefix
     /// each step. Both give the same tokens; the cache makes a step's cost flat in its position.
-    pub use_cache: bool,
+    pub steps: Steps,
 }
 
 impl GreedyOptions {
@@ -26,9 +29,19 @@ impl GreedyOptions {
             bos,
             eos,
             max_len,
-            use_cache: true,
+            steps: Steps::Cached,
         }
     }
+}
+
+/// How each decoding step sees the tokens before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Steps {
+    /// Against a [`DecoderCache`](crate::DecoderCache): only the newest token goes in.
+    #[default]
+    Cached,
+    /// The whole prefix again each step (the reference the cache is tested against).
+    Recomputed,
 }
 
 /// A decoding request the model cannot serve.
@@ -52,12 +65,13 @@ pub enum DecodeError {
     },
 }
 
-/// The attention weights behind a greedy decoding: each step's rows, assembled into full
-/// matrices. Step `t`'s query is the decoder input at position `t` (BOS, then the tokens
+/// Captured attention weights of every layer and head: of one teacher-forced forward pass
+/// ([`Transformer::forward_with_attention`]), or behind a greedy decoding, each step's rows
+/// assembled into full matrices. Step `t`'s query is the decoder input at position `t` (BOS, then the tokens
 /// generated before step `t`); it predicts generated token `t`. A sequence that finished early
 /// has rows past its EOS too (the batch decodes until every sequence has finished).
 #[derive(Clone, Debug)]
-pub struct DecodedAttention {
+pub struct CapturedAttention {
     /// Per encoder layer, `[batch, n_heads, src_len, src_len]`.
     pub encoder_self: Vec<Tensor<4>>,
     /// Per decoder layer, `[batch, n_heads, steps, steps]`; zero right of the diagonal.
@@ -66,7 +80,13 @@ pub struct DecodedAttention {
     pub cross: Vec<Tensor<4>>,
 }
 
-impl DecodedAttention {
+impl CapturedAttention {
+    /// Every block's weights `[batch, n_heads, q_len, k_len]`, in the order of
+    /// [`Transformer::attention_blocks`].
+    pub fn into_blocks(self) -> Vec<(BlockId, Tensor<4>)> {
+        in_block_order(self.encoder_self, self.decoder_self, self.cross)
+    }
+
     /// Appends one step's rows.
     fn push_step(rows: &mut Vec<Vec<(Tensor<4>, Tensor<4>)>>, weights: Vec<DecoderLayerWeights>) {
         // The newest query's row of each layer: [batch, n_heads, 1, k_len].
@@ -129,21 +149,21 @@ impl Transformer {
         src_pad_mask: Option<Tensor<2, Bool>>,
         options: &GreedyOptions,
     ) -> Result<Vec<Vec<usize>>, DecodeError> {
-        Ok(self.greedy(src, src_pad_mask, options, false)?.0)
+        Ok(self.greedy(src, src_pad_mask, options, Weights::Omit)?.0)
     }
 
     /// [`greedy_decode`](Self::greedy_decode), also returning the attention weights of every
     /// layer and head behind each step (explicit attention path).
     ///
     /// # Shapes
-    /// As [`greedy_decode`](Self::greedy_decode); the weights as [`DecodedAttention`] says.
+    /// As [`greedy_decode`](Self::greedy_decode); the weights as [`CapturedAttention`] says.
     pub fn greedy_decode_with_attention(
         &self,
         src: Tensor<2, Int>,
         src_pad_mask: Option<Tensor<2, Bool>>,
         options: &GreedyOptions,
-    ) -> Result<(Vec<Vec<usize>>, DecodedAttention), DecodeError> {
-        let (tokens, attention) = self.greedy(src, src_pad_mask, options, true)?;
+    ) -> Result<(Vec<Vec<usize>>, CapturedAttention), DecodeError> {
+        let (tokens, attention) = self.greedy(src, src_pad_mask, options, Weights::Return)?;
         Ok((tokens, attention.expect("captured")))
     }
 
@@ -152,8 +172,8 @@ impl Transformer {
         src: Tensor<2, Int>,
         src_pad_mask: Option<Tensor<2, Bool>>,
         options: &GreedyOptions,
-        capture: bool,
-    ) -> Result<(Vec<Vec<usize>>, Option<DecodedAttention>), DecodeError> {
+        wanted: Weights,
+    ) -> Result<(Vec<Vec<usize>>, Option<CapturedAttention>), DecodeError> {
         let [batch, src_len] = src.dims();
         let max_len = self.max_len();
         DecodeError::check_source(src_len, max_len)?;
@@ -165,12 +185,12 @@ impl Transformer {
             });
         }
         let device = src.device();
-        let (memory, encoder_self) = match capture {
-            true => self.encode_with_attention(src, src_pad_mask),
-            false => (self.encode(src, src_pad_mask), Vec::new()),
+        let (memory, encoder_self) = match wanted {
+            Weights::Return => self.encode_with_attention(src, src_pad_mask),
+            Weights::Omit => (self.encode(src, src_pad_mask), Vec::new()),
         };
         let mut rows = Vec::new();
-        let mut cache = options.use_cache.then(|| self.new_cache(&memory));
+        let mut cache = (options.steps == Steps::Cached).then(|| self.new_cache(&memory));
 
         let mut tokens: Vec<Vec<i64>> = vec![vec![options.bos as i64]; batch];
         let mut finished = vec![false; batch];
@@ -184,13 +204,17 @@ impl Transformer {
                 .collect();
             let input =
                 Tensor::<2, Int>::from_data(TensorData::new(input, [batch, len - start]), &device);
-            let logits = if capture {
-                let (logits, weights) =
-                    self.decode_with_attention(input, &memory, None, cache.as_mut());
-                DecodedAttention::push_step(&mut rows, weights);
-                logits
-            } else {
-                self.decode(input, &memory, None, cache.as_mut())
+            let context = match cache.as_mut() {
+                Some(cache) => DecodeContext::Cached(cache),
+                None => DecodeContext::Full(&memory),
+            };
+            let logits = match wanted {
+                Weights::Return => {
+                    let (logits, weights) = self.decode_with_attention(input, context, None);
+                    CapturedAttention::push_step(&mut rows, weights);
+                    logits
+                }
+                Weights::Omit => self.decode(input, context, None),
             };
             let [_, steps, vocab] = logits.dims();
             let next = logits
@@ -217,7 +241,8 @@ impl Transformer {
                     .collect()
             })
             .collect();
-        let attention = capture.then(|| DecodedAttention::assemble(encoder_self, rows));
+        let attention =
+            (wanted == Weights::Return).then(|| CapturedAttention::assemble(encoder_self, rows));
         Ok((tokens, attention))
     }
 }
@@ -227,16 +252,12 @@ mod tests {
     use super::*;
     use crate::config::TransformerConfig;
     use burn::tensor::Device;
-    use tf_layers::NormPosition;
+    use tf_attention::max_abs_diff;
+    use tf_layers::{NormPosition, TransformerLayerConfig};
 
     fn tiny(position: NormPosition) -> TransformerConfig {
         TransformerConfig::tiny(11, 11)
-            .with_d_model(16)
-            .with_n_heads(2)
-            .with_d_ff(32)
-            .with_dropout(0.0)
-            .with_max_len(32)
-            .with_norm_position(position)
+            .with_layer(TransformerLayerConfig::tiny().with_norm_position(position))
     }
 
     #[test]
@@ -251,7 +272,7 @@ mod tests {
             let cached = model
                 .greedy_decode(src.clone(), Some(pad.clone()), &options)
                 .unwrap();
-            options.use_cache = false;
+            options.steps = Steps::Recomputed;
             let full = model
                 .greedy_decode(src.clone(), Some(pad.clone()), &options)
                 .unwrap();
@@ -260,10 +281,13 @@ mod tests {
             // Logits of a fixed prefix, step by step vs all at once.
             let tgt = Tensor::<2, Int>::from_ints([[1, 5, 9, 4], [1, 3, 3, 10]], &device);
             let memory = model.encode(src, Some(pad));
-            let all = model.decode(tgt.clone(), &memory, None, None);
+            let all = model.decode(tgt.clone(), DecodeContext::Full(&memory), None);
             let mut cache = model.new_cache(&memory);
             let steps: Vec<Tensor<3>> = (0..4)
-                .map(|t| model.decode(tgt.clone().narrow(1, t, 1), &memory, None, Some(&mut cache)))
+                .map(|t| {
+                    let step = tgt.clone().narrow(1, t, 1);
+                    model.decode(step, DecodeContext::Cached(&mut cache), None)
+                })
                 .collect();
             assert_eq!(cache.len, 4);
             let diff = (all - Tensor::cat(steps, 1))
@@ -280,9 +304,9 @@ mod tests {
         device.seed(11);
         let model = tiny(NormPosition::Post).init(&device);
         let src = Tensor::<2, Int>::from_ints([[3, 4, 5, 6, 7]], &device);
-        for use_cache in [true, false] {
+        for steps in [Steps::Cached, Steps::Recomputed] {
             let options = GreedyOptions {
-                use_cache,
+                steps,
                 ..GreedyOptions::new(1, 2, 6)
             };
             let (tokens, captured) = model
@@ -302,23 +326,12 @@ mod tests {
                 &device,
             );
             let full = model.forward_with_attention(src.clone(), tgt, None, None);
-            let diff = |a: &Tensor<4>, b: &Tensor<4>| {
-                (a.clone() - b.clone()).abs().max().into_scalar::<f32>()
-            };
+            let diff = |a: &Tensor<4>, b: &Tensor<4>| max_abs_diff(a.clone(), b.clone());
+            let full = full.attention;
             for layer in 0..2 {
-                assert!(
-                    diff(
-                        &captured.encoder_self[layer],
-                        &full.encoder_self_attn[layer]
-                    ) <= 1e-6
-                );
-                assert!(
-                    diff(
-                        &captured.decoder_self[layer],
-                        &full.decoder[layer].self_attn
-                    ) <= 1e-5
-                );
-                assert!(diff(&captured.cross[layer], &full.decoder[layer].cross_attn) <= 1e-5);
+                assert!(diff(&captured.encoder_self[layer], &full.encoder_self[layer]) <= 1e-6);
+                assert!(diff(&captured.decoder_self[layer], &full.decoder_self[layer]) <= 1e-5);
+                assert!(diff(&captured.cross[layer], &full.cross[layer]) <= 1e-5);
             }
             // Rows are distributions; the future is zero.
             let sums = captured.decoder_self[0]

@@ -70,6 +70,35 @@ impl fmt::Display for HeadId {
     }
 }
 
+/// Per-layer values of the three kinds of attention paired with their block, in data-flow
+/// order: the encoder layers' self-attention, then the decoder layers' self-attention, then
+/// their cross-attention. The one enumeration of blocks that modules, captured weights and
+/// statistics share.
+pub fn in_block_order<T>(
+    encoder_self: impl IntoIterator<Item = T>,
+    decoder_self: impl IntoIterator<Item = T>,
+    cross: impl IntoIterator<Item = T>,
+) -> Vec<(BlockId, T)> {
+    let block = |kind| move |(layer, value)| (BlockId { kind, layer }, value);
+    encoder_self
+        .into_iter()
+        .enumerate()
+        .map(block(AttentionKind::EncoderSelf))
+        .chain(
+            decoder_self
+                .into_iter()
+                .enumerate()
+                .map(block(AttentionKind::DecoderSelf)),
+        )
+        .chain(
+            cross
+                .into_iter()
+                .enumerate()
+                .map(block(AttentionKind::Cross)),
+        )
+        .collect()
+}
+
 /// A pruning request the model cannot serve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PruneError {
@@ -90,20 +119,11 @@ impl Transformer {
     /// Every attention block, in data-flow order: the encoder layers' self-attention, then the
     /// decoder layers' self-attention, then their cross-attention.
     pub fn attention_blocks(&self) -> Vec<(BlockId, &MultiHeadAttention)> {
-        let encoder = self.encoder.layers.iter().map(|l| &l.self_attn);
-        let decoder_self = self.decoder.layers.iter().map(|l| &l.self_attn);
-        let cross = self.decoder.layers.iter().map(|l| &l.cross_attn);
-        let block = |kind| move |(layer, mha)| (BlockId { kind, layer }, mha);
-        encoder
-            .enumerate()
-            .map(block(AttentionKind::EncoderSelf))
-            .chain(
-                decoder_self
-                    .enumerate()
-                    .map(block(AttentionKind::DecoderSelf)),
-            )
-            .chain(cross.enumerate().map(block(AttentionKind::Cross)))
-            .collect()
+        in_block_order(
+            self.encoder.layers.iter().map(|l| &l.self_attn),
+            self.decoder.layers.iter().map(|l| &l.self_attn),
+            self.decoder.layers.iter().map(|l| &l.cross_attn),
+        )
     }
 
     /// Every head, in the order of [`attention_blocks`](Self::attention_blocks).
@@ -185,13 +205,12 @@ mod tests {
     use burn::module::Module;
     use burn::store::ModuleRecord;
     use burn::tensor::{Bytes, Device, Int};
+    use tf_attention::max_abs_diff;
+    use tf_layers::TransformerLayerConfig;
 
     fn model(device: &Device) -> (TransformerConfig, Transformer) {
         let config = TransformerConfig::tiny(11, 11)
-            .with_d_model(16)
-            .with_n_heads(4)
-            .with_d_ff(32)
-            .with_dropout(0.0)
+            .with_layer(TransformerLayerConfig::tiny().with_n_heads(4))
             .with_max_len(16);
         device.seed(5);
         let model = config.init(device);
@@ -207,13 +226,6 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -238,8 +250,12 @@ mod tests {
         let gated = model.gate_heads(|h| if removed.contains(&h) { 0.0 } else { 1.0 });
         let (pruned_config, pruned) = model.prune_heads(&config, &removed).unwrap();
         assert_eq!(pruned.heads().len(), 24 - 4);
-        assert!(max_diff(&logits(&pruned, &device), &logits(&gated, &device)) <= 1e-5);
-        assert!(max_diff(&logits(&gated, &device), &reference) > 1e-3);
+        let diff = |a: Vec<f32>, b: &[f32]| {
+            let tensor = |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), &device);
+            max_abs_diff(tensor(a), tensor(b.to_vec()))
+        };
+        assert!(diff(logits(&pruned, &device), &logits(&gated, &device)) <= 1e-5);
+        assert!(diff(logits(&gated, &device), &reference) > 1e-3);
 
         // The pruned model is rebuilt from its config and loads its own weights.
         let counts = pruned_config.head_counts.clone().unwrap();

@@ -28,18 +28,20 @@ pub mod encoder;
 pub mod final_norm;
 pub mod greedy;
 pub mod heads;
+pub mod output_limit;
 pub mod torch_import;
 pub mod transformer;
 
 pub use beam::{BeamOptions, Hypothesis};
-pub use cache::DecoderCache;
+pub use cache::{DecodeContext, DecoderCache};
 pub use config::{EmbeddingSharing, FinalNorm, HeadCounts, TransformerConfig};
-pub use decoder::Decoder;
+pub use decoder::{Decoder, DecoderOptions};
 pub use embedding::ScaledEmbedding;
 pub use encoder::Encoder;
 pub use final_norm::FinalLayerNorm;
-pub use greedy::{DecodeError, DecodedAttention, GreedyOptions};
-pub use heads::{AttentionKind, BlockId, HeadId, PruneError};
+pub use greedy::{CapturedAttention, DecodeError, GreedyOptions, Steps};
+pub use heads::{AttentionKind, BlockId, HeadId, PruneError, in_block_order};
+pub use output_limit::OutputLimit;
 pub use torch_import::{
     Imported, TorchImportError, TorchMhaConfig, TorchModuleConfig, TorchTransformerConfig,
     TransformerStacks, import_multi_head_attention, import_transformer, import_transformer_stacks,

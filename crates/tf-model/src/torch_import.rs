@@ -178,17 +178,10 @@ impl TorchTransformerConfig {
         src_vocab: usize,
         tgt_vocab: usize,
     ) -> Result<TransformerConfig, ConfigError> {
-        let layer = self.layer()?;
         let config = TransformerConfig::new(src_vocab, tgt_vocab)
-            .with_d_model(layer.d_model)
-            .with_n_heads(layer.n_heads)
+            .with_layer(self.layer()?)
             .with_n_encoder_layers(self.num_encoder_layers)
             .with_n_decoder_layers(self.num_decoder_layers)
-            .with_d_ff(layer.d_ff)
-            .with_dropout(layer.dropout)
-            .with_activation(layer.activation)
-            .with_norm_position(layer.norm_position)
-            .with_layer_norm_eps(layer.layer_norm_eps)
             .with_final_norm(FinalNorm::Always)
             .with_embedding_sharing(EmbeddingSharing::TargetOutput);
         config.validate()?;
@@ -339,7 +332,7 @@ pub fn import_transformer(
     let expected = torch.transformer(model.src_vocab, model.tgt_vocab)?;
     let structure = |c: &TransformerConfig| {
         (
-            c.layer().to_string(),
+            c.layer.to_string(),
             c.n_encoder_layers,
             c.n_decoder_layers,
             c.has_final_norm(),

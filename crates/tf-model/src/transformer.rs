@@ -4,14 +4,15 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Int, Tensor};
-use tf_attention::SelfAttentionCache;
+use tf_attention::{SelfAttentionCache, Weights};
 use tf_layers::{DecoderLayerWeights, PositionalEncoding};
 
-use crate::cache::DecoderCache;
+use crate::cache::{DecodeContext, DecoderCache};
 use crate::config::{EmbeddingSharing, TransformerConfig};
-use crate::decoder::Decoder;
+use crate::decoder::{Decoder, DecoderOptions};
 use crate::embedding::ScaledEmbedding;
 use crate::encoder::Encoder;
+use crate::greedy::CapturedAttention;
 
 /// The encoder–decoder Transformer. Build it with [`TransformerConfig::init`].
 #[derive(Module, Debug)]
@@ -49,35 +50,34 @@ pub struct Memory {
 pub struct TransformerOutput {
     /// `[batch, tgt_len, tgt_vocab]`.
     pub logits: Tensor<3>,
-    /// Per encoder layer, `[batch, n_heads, src_len, src_len]`.
-    pub encoder_self_attn: Vec<Tensor<4>>,
-    /// Per decoder layer, self- and cross-attention weights.
-    pub decoder: Vec<DecoderLayerWeights>,
+    /// Every layer's and head's weights (`steps` = `tgt_len`).
+    pub attention: CapturedAttention,
 }
 
 impl Transformer {
     /// Builds the modules of a validated `config`; use [`TransformerConfig::init`].
     pub(crate) fn new(config: &TransformerConfig, device: &Device) -> Self {
-        let embedding = |vocab| ScaledEmbedding::new(vocab, config.d_model, device);
+        let d_model = config.layer.d_model;
+        let embedding = |vocab| ScaledEmbedding::new(vocab, d_model, device);
         let (tgt_embedding, generator) = match config.embedding_sharing {
             EmbeddingSharing::Separate => (
                 Some(embedding(config.tgt_vocab)),
-                Some(LinearConfig::new(config.d_model, config.tgt_vocab).init(device)),
+                Some(LinearConfig::new(d_model, config.tgt_vocab).init(device)),
             ),
             EmbeddingSharing::TargetOutput => (Some(embedding(config.tgt_vocab)), None),
             EmbeddingSharing::All => (None, None),
         };
-        let layer = config.layer();
+        let layer = &config.layer;
         let (encoder_heads, decoder_heads, cross_heads) = config.heads_per_layer();
         Self {
             src_embedding: embedding(config.src_vocab),
             tgt_embedding,
             generator,
             positional: config.positional().init(device),
-            embedding_dropout: DropoutConfig::new(config.dropout).init(),
-            encoder: Encoder::with_heads(&layer, &encoder_heads, config.has_final_norm(), device),
+            embedding_dropout: DropoutConfig::new(layer.dropout).init(),
+            encoder: Encoder::with_heads(layer, &encoder_heads, config.has_final_norm(), device),
             decoder: Decoder::with_heads(
-                &layer,
+                layer,
                 &decoder_heads,
                 &cross_heads,
                 config.has_final_norm(),
@@ -89,6 +89,14 @@ impl Transformer {
     /// Longest source or target sequence the positional encoding covers.
     pub fn max_len(&self) -> usize {
         self.positional.max_len
+    }
+
+    /// Longest source the programs built on this model accept: one position fewer than
+    /// [`max_len`](Self::max_len), so that an output as long as its source, and its EOS, fits
+    /// the decoder's positions (what a copy needs; a translation's output is limited further by
+    /// [`OutputLimit`](crate::OutputLimit)).
+    pub fn max_source_len(&self) -> usize {
+        self.max_len().saturating_sub(1)
     }
 
     /// Teacher-forced logits of every target position.
@@ -107,7 +115,7 @@ impl Transformer {
         tgt_pad_mask: Option<Tensor<2, Bool>>,
     ) -> Tensor<3> {
         let memory = self.encode(src, src_pad_mask);
-        self.decode(tgt, &memory, tgt_pad_mask, None)
+        self.decode(tgt, DecodeContext::Full(&memory), tgt_pad_mask)
     }
 
     /// [`forward`](Self::forward), also returning the attention weights of every layer and head.
@@ -122,13 +130,21 @@ impl Transformer {
         src_pad_mask: Option<Tensor<2, Bool>>,
         tgt_pad_mask: Option<Tensor<2, Bool>>,
     ) -> TransformerOutput {
-        let (memory, encoder_self_attn) = self.encode_inner(src, src_pad_mask, true);
+        let (memory, encoder_self_attn) = self.encode_inner(src, src_pad_mask, Weights::Return);
         let layer_memory = self.decoder.memory(memory.output, memory.pad_mask);
-        let (logits, decoder) = self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, true);
+        let (logits, decoder) =
+            self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, Weights::Return);
+        let (decoder_self, cross) = decoder
+            .into_iter()
+            .map(|w| (w.self_attn, w.cross_attn))
+            .unzip();
         TransformerOutput {
             logits,
-            encoder_self_attn,
-            decoder,
+            attention: CapturedAttention {
+                encoder_self: encoder_self_attn,
+                decoder_self,
+                cross,
+            },
         }
     }
 
@@ -138,7 +154,7 @@ impl Transformer {
     /// - `src`: `[batch, src_len]` token ids
     /// - `src_pad_mask`: `[batch, src_len]`, `true` = padding
     pub fn encode(&self, src: Tensor<2, Int>, src_pad_mask: Option<Tensor<2, Bool>>) -> Memory {
-        self.encode_inner(src, src_pad_mask, false).0
+        self.encode_inner(src, src_pad_mask, Weights::Omit).0
     }
 
     /// A cache for decoding against `memory` step by step; projects the cross-attention keys and
@@ -153,25 +169,21 @@ impl Transformer {
         }
     }
 
-    /// Logits of the target positions given.
-    ///
-    /// Without `cache`, `tgt` is the whole target prefix. With `cache` (from
-    /// [`new_cache`](Self::new_cache) on the same `memory`), `tgt` holds only the positions after
-    /// the `cache.len` already decoded, which the cache then includes; the cross-attention keys
-    /// and values come from the cache.
+    /// Logits of the target positions given, against `context` (see [`DecodeContext`]: the
+    /// whole prefix against the encoder's memory, or the new positions against a cache).
     ///
     /// # Shapes
     /// - `tgt`: `[batch, tgt_len]` token ids
     /// - `tgt_pad_mask`: `[batch, k_len]`, `true` = padding, `k_len = cache.len + tgt_len`
+    ///   (`tgt_len` without a cache)
     /// - returns `[batch, tgt_len, tgt_vocab]`
     pub fn decode(
         &self,
         tgt: Tensor<2, Int>,
-        memory: &Memory,
+        context: DecodeContext<'_>,
         tgt_pad_mask: Option<Tensor<2, Bool>>,
-        cache: Option<&mut DecoderCache>,
     ) -> Tensor<3> {
-        self.decode_step(tgt, memory, tgt_pad_mask, cache, false).0
+        self.decode_in(tgt, context, tgt_pad_mask, Weights::Omit).0
     }
 
     /// [`decode`](Self::decode), also returning each decoder layer's attention weights of the
@@ -183,24 +195,22 @@ impl Transformer {
     pub fn decode_with_attention(
         &self,
         tgt: Tensor<2, Int>,
-        memory: &Memory,
+        context: DecodeContext<'_>,
         tgt_pad_mask: Option<Tensor<2, Bool>>,
-        cache: Option<&mut DecoderCache>,
     ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
-        self.decode_step(tgt, memory, tgt_pad_mask, cache, true)
+        self.decode_in(tgt, context, tgt_pad_mask, Weights::Return)
     }
 
-    fn decode_step(
+    fn decode_in(
         &self,
         tgt: Tensor<2, Int>,
-        memory: &Memory,
+        context: DecodeContext<'_>,
         tgt_pad_mask: Option<Tensor<2, Bool>>,
-        cache: Option<&mut DecoderCache>,
-        return_weights: bool,
+        wanted: Weights,
     ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
         let [_, tgt_len] = tgt.dims();
-        match cache {
-            Some(cache) => {
+        match context {
+            DecodeContext::Cached(cache) => {
                 let offset = cache.len;
                 let out = self.decode_inner(
                     tgt,
@@ -208,16 +218,16 @@ impl Transformer {
                     tgt_pad_mask,
                     Some(&mut cache.self_attn),
                     offset,
-                    return_weights,
+                    wanted,
                 );
                 cache.len += tgt_len;
                 out
             }
-            None => {
+            DecodeContext::Full(memory) => {
                 let layer_memory = self
                     .decoder
                     .memory(memory.output.clone(), memory.pad_mask.clone());
-                self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, return_weights)
+                self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, wanted)
             }
         }
     }
@@ -232,7 +242,7 @@ impl Transformer {
         src: Tensor<2, Int>,
         src_pad_mask: Option<Tensor<2, Bool>>,
     ) -> (Memory, Vec<Tensor<4>>) {
-        self.encode_inner(src, src_pad_mask, true)
+        self.encode_inner(src, src_pad_mask, Weights::Return)
     }
 
     /// The target embedding (the source one when shared).
@@ -259,12 +269,10 @@ impl Transformer {
         &self,
         src: Tensor<2, Int>,
         src_pad_mask: Option<Tensor<2, Bool>>,
-        return_weights: bool,
+        wanted: Weights,
     ) -> (Memory, Vec<Tensor<4>>) {
         let x = self.embed(&self.src_embedding, src, 0);
-        let (output, weights) = self
-            .encoder
-            .forward(x, src_pad_mask.clone(), return_weights);
+        let (output, weights) = self.encoder.forward(x, src_pad_mask.clone(), wanted);
         let memory = Memory {
             output,
             pad_mask: src_pad_mask,
@@ -279,12 +287,18 @@ impl Transformer {
         tgt_pad_mask: Option<Tensor<2, Bool>>,
         caches: Option<&mut [SelfAttentionCache]>,
         offset: usize,
-        return_weights: bool,
+        wanted: Weights,
     ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
         let x = self.embed(self.tgt_embedding(), tgt, offset);
-        let (x, weights) =
-            self.decoder
-                .forward(x, layer_memory, tgt_pad_mask, caches, return_weights);
+        let (x, weights) = self.decoder.forward(
+            x,
+            layer_memory,
+            DecoderOptions {
+                tgt_pad_mask,
+                caches,
+                weights: wanted,
+            },
+        );
         (self.project(x), weights)
     }
 
@@ -306,14 +320,10 @@ mod tests {
     use super::*;
     use crate::config::{EmbeddingSharing, TransformerConfig};
     use burn::tensor::Device;
+    use tf_attention::max_abs_diff;
 
     fn tiny() -> TransformerConfig {
-        TransformerConfig::tiny(13, 13)
-            .with_d_model(16)
-            .with_n_heads(2)
-            .with_d_ff(32)
-            .with_dropout(0.0)
-            .with_max_len(16)
+        TransformerConfig::tiny(13, 13).with_max_len(16)
     }
 
     #[test]
@@ -354,7 +364,24 @@ mod tests {
         );
         let src = Tensor::<2, Int>::from_ints([[3, 4, 0, 0]], &device);
         let padded = model.forward(src.clone(), tgt, Some(src.equal_elem(0)), None);
-        let diff = (alone - padded).abs().max().into_scalar::<f32>();
+        let diff = max_abs_diff(alone, padded);
+        assert!(diff <= 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn target_padding_does_not_change_the_logits_of_real_positions() {
+        let device = Device::flex();
+        let model = tiny().init(&device);
+        let src = Tensor::<2, Int>::from_ints([[3, 4, 5]], &device);
+        let alone = model.forward(
+            src.clone(),
+            Tensor::from_ints([[1, 6, 7]], &device),
+            None,
+            None,
+        );
+        let tgt = Tensor::<2, Int>::from_ints([[1, 6, 7, 0, 0]], &device);
+        let padded = model.forward(src, tgt.clone(), None, Some(tgt.equal_elem(0)));
+        let diff = max_abs_diff(padded.narrow(1, 0, 3), alone);
         assert!(diff <= 1e-5, "{diff}");
     }
 
@@ -384,14 +411,14 @@ mod tests {
         let src = Tensor::<2, Int>::from_ints([[3, 4, 5]], &device);
         let tgt = Tensor::<2, Int>::from_ints([[1, 6]], &device);
         let out = model.forward_with_attention(src.clone(), tgt.clone(), None, None);
-        assert_eq!(out.encoder_self_attn.len(), 2);
-        assert_eq!(out.decoder.len(), 2);
-        assert_eq!(out.decoder[0].cross_attn.dims(), [1, 2, 2, 3]);
-        let sums = out.decoder[1].cross_attn.clone().sum_dim(3);
+        assert_eq!(out.attention.encoder_self.len(), 2);
+        assert_eq!(out.attention.decoder_self.len(), 2);
+        assert_eq!(out.attention.cross[0].dims(), [1, 2, 2, 3]);
+        let sums = out.attention.cross[1].clone().sum_dim(3);
         let err = (sums - 1.0).abs().max().into_scalar::<f32>();
         assert!(err <= 1e-5);
         let fast = model.forward(src, tgt, None, None);
-        let diff = (fast - out.logits).abs().max().into_scalar::<f32>();
+        let diff = max_abs_diff(fast, out.logits);
         assert!(diff <= 1e-5, "{diff}");
     }
 }

@@ -1,42 +1,33 @@
 //! # tf-train
 //!
-//! Training and evaluation for the [`tf_model`] Transformer: built-in synthetic tasks
-//! ([`task`]), padded teacher-forcing batches ([`batch`]), label-smoothed cross-entropy
-//! ([`loss`]), the paper's learning-rate schedule ([`schedule`]), the training loop with
-//! validation, checkpoints and resume ([`train`]), accuracy ([`eval`]), and the model directory
-//! ([`checkpoint`]). Attention inspection: the weights behind one decoded input, drawn
-//! ([`attention_maps`], [`plot`]), per-head statistics ([`head_stats`]) and head importance for
-//! pruning ([`importance`]). Parallel corpora ([`corpus`]), subword vocabularies ([`subword`]), token-budget batching
-//! ([`bucketing`]), corpus BLEU equal to sacreBLEU's ([`bleu`]); translation as a task
-//! ([`translation`]) and sentences in, sentences out ([`translate`]). The `tf` command-line
-//! program is built on it.
+//! Training and evaluation for the [`tf_model`] Transformer, as a library in four wings:
+//!
+//! - [`data`]: where examples come from: synthetic tasks, parallel corpora, subword
+//!   vocabularies, translation pairs, teacher-forcing batches, token-budget bucketing, and the
+//!   per-step source of a run's batches.
+//! - [`training`]: the run's configuration and presets, the loop, the optimizer and the paper's
+//!   schedule, the label-smoothed loss, the metrics log, and the observer hook a program uses to
+//!   show progress.
+//! - [`store`]: the model directory on disk: atomic writes, configuration, weights,
+//!   checkpoints, averaging.
+//! - [`eval`]: accuracy, sacreBLEU-equal BLEU, translation of sentences, validation.
+//!
+//! Errors are one typed [`Error`]. The `tf` program (crate `tf-cli`) and attention inspection
+//! (crate `tf-inspect`) are built on this crate; it has no terminal, plotting or allocator
+//! dependencies.
 
-pub mod attention_maps;
-pub mod average;
-pub mod batch;
-pub mod bleu;
-pub mod bucketing;
-pub mod checkpoint;
-pub mod config;
-pub mod corpus;
+pub mod data;
 pub mod device;
+pub mod error;
 pub mod eval;
-pub mod head_stats;
-pub mod importance;
-pub mod loss;
-pub mod metrics;
-pub mod plot;
-pub mod schedule;
-pub mod subword;
-pub mod task;
+pub mod store;
 #[cfg(test)]
 mod testing;
-pub mod train;
-pub mod translate;
-pub mod translation;
+pub mod training;
 
-pub use checkpoint::ModelDir;
-pub use config::{RunConfig, RunTask, TrainingConfig};
+pub use data::task::{Task, TaskKind};
 pub use device::Backend;
-pub use task::{Task, TaskKind};
-pub use train::{TrainSummary, train};
+pub use error::{Error, Result, ResultExt};
+pub use store::model_dir::ModelDir;
+pub use training::config::{RunConfig, RunTask, TrainingConfig};
+pub use training::trainer::{Start, TrainSummary, train};

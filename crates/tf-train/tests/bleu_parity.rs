@@ -1,11 +1,11 @@
-//! `tf_train::bleu` against sacreBLEU: every corpus case of `tests/fixtures/bleu/cases.json`
+//! `tf_train::eval::bleu` against sacreBLEU: every corpus case of `tests/fixtures/bleu/cases.json`
 //! (made by `tests/fixtures/make_bleu_fixtures.py`) scores within 0.01 and prints the same line;
 //! every tokenizer case tokenizes identically.
 
 use std::path::Path;
 
 use serde_json::Value;
-use tf_train::bleu::{corpus_bleu, tokenize_13a};
+use tf_train::eval::bleu::{corpus_bleu, tokenize_13a};
 
 fn fixtures() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/bleu/cases.json");

@@ -1,0 +1,71 @@
+//! Arguments several commands share: the task a model is for, and where input lines come from.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tf_train::{Task, TaskKind};
+
+/// What a model learns: a built-in synthetic task, or translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskChoice {
+    /// Copy the symbols.
+    Copy,
+    /// Reverse the symbols.
+    Reverse,
+    /// Sort the symbols.
+    Sort,
+    /// Translate a parallel corpus (--data, --src, --tgt).
+    Translation,
+}
+
+/// The task a model is for.
+#[derive(Args, Debug)]
+pub struct TaskArgs {
+    /// The task.
+    #[arg(long, value_enum, default_value_t = TaskChoice::Reverse)]
+    pub task: TaskChoice,
+    /// Distinct symbols in the task's sequences.
+    #[arg(long, default_value_t = 10)]
+    pub symbols: usize,
+    /// Shortest training sequence.
+    #[arg(long, default_value_t = 1)]
+    pub min_len: usize,
+    /// Longest training sequence.
+    #[arg(long, default_value_t = 12)]
+    pub max_len: usize,
+}
+
+impl TaskArgs {
+    /// The synthetic task chosen; translation is an error for commands without a corpus.
+    pub fn synthetic(&self) -> Result<Task> {
+        let kind = match self.task {
+            TaskChoice::Copy => TaskKind::Copy,
+            TaskChoice::Reverse => TaskKind::Reverse,
+            TaskChoice::Sort => TaskKind::Sort,
+            TaskChoice::Translation => {
+                bail!("--task translation is for `tf train`; here choose copy, reverse or sort")
+            }
+        };
+        Ok(Task::new(kind, self.symbols, self.min_len, self.max_len)?)
+    }
+}
+
+/// Every line of a UTF-8 file, or of stdin when `path` is `None` (none for empty input);
+/// invalid UTF-8 is an error naming its line.
+pub fn read_input_lines(path: Option<&Path>) -> Result<Vec<String>> {
+    let mut bytes = Vec::new();
+    let mut read = |mut reader: Box<dyn std::io::Read>| reader.read_to_end(&mut bytes);
+    match path {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            read(Box::new(file)).with_context(|| format!("cannot read {}", path.display()))?;
+        }
+        None => {
+            read(Box::new(std::io::stdin().lock())).context("cannot read stdin")?;
+        }
+    }
+    let what = path.map_or("stdin".to_string(), |p| p.display().to_string());
+    tf_train::data::corpus::text_lines(bytes).with_context(|| format!("reading {what}"))
+}

@@ -1,0 +1,15 @@
+//! One file per `tf` command: its arguments and what it does with the libraries.
+
+pub mod attention;
+pub mod average;
+pub mod bleu;
+pub mod eval;
+pub mod heads;
+pub mod import_torch;
+pub mod predict;
+pub mod prune;
+pub mod train;
+pub mod translate;
+
+/// Seed of the fresh samples `tf eval`, `tf heads` and `tf prune` measure on (not training's).
+pub const EVAL_SEED: u64 = 20_251_125;

@@ -1,0 +1,329 @@
+//! `tf train`: a new run on a synthetic task or a parallel corpus, or `--resume` of one.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::tensor::Device;
+use clap::Args;
+use tf_train::data::translation::TranslationTask;
+use tf_train::training::preset::Preset;
+use tf_train::{ModelDir, RunConfig, RunTask, Start, TrainingConfig, train};
+
+use crate::args::{TaskArgs, TaskChoice};
+use crate::progress::TrainingProgress;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Model directory to write (config, checkpoints, metrics, weights).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its newest checkpoint (its saved settings apply).
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    translation: TranslationArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    training: TrainingArgs,
+}
+
+/// The corpus and vocabulary of `--task translation`.
+#[derive(Args, Debug)]
+struct TranslationArgs {
+    /// Directory of the parallel corpus: SPLIT.LANG or SPLIT.LANG.gz, one sentence a line.
+    #[arg(long, default_value = "../shared/data/multi30k")]
+    data: PathBuf,
+    /// Source language (file suffix).
+    #[arg(long, default_value = "de")]
+    src: String,
+    /// Target language (file suffix).
+    #[arg(long, default_value = "en")]
+    tgt: String,
+    /// Split to train on (and learn the vocabulary from).
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    /// Split to validate on (loss and greedy BLEU each epoch; picks the best model).
+    #[arg(long, default_value = "val")]
+    valid_split: String,
+    /// Subword vocabulary size (joint BPE over both languages, special tokens included).
+    #[arg(long, default_value_t = 8000)]
+    vocab_size: usize,
+    /// Subword merges need at least this many occurrences.
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
+    /// Longest training sentence in subword tokens; longer pairs are skipped (and counted).
+    #[arg(long, default_value_t = 100)]
+    max_tokens: usize,
+    /// Padded tokens per batch, on the source and on the target side.
+    #[arg(long, default_value_t = 2048)]
+    batch_tokens: usize,
+}
+
+impl TranslationArgs {
+    fn task(&self) -> TranslationTask {
+        TranslationTask {
+            data: self.data.clone(),
+            src: self.src.clone(),
+            tgt: self.tgt.clone(),
+            train_split: self.train_split.clone(),
+            valid_split: self.valid_split.clone(),
+            vocab_size: self.vocab_size,
+            max_len: self.max_tokens,
+            batch_tokens: self.batch_tokens,
+        }
+    }
+}
+
+/// The model's size; each flag overrides the task's preset.
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// Model width d_model [default: 128; translation 256].
+    #[arg(long)]
+    d_model: Option<usize>,
+    /// Attention heads [default: 4].
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Encoder layers and decoder layers (each) [default: 2; translation 3].
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Feed-forward inner width d_ff [default: 512; translation 1024].
+    #[arg(long)]
+    d_ff: Option<usize>,
+    /// Dropout on sublayer outputs and embeddings [default: 0.1].
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Dropout on attention weights (the paper uses none; PyTorch's nn.Transformer its dropout)
+    /// [default: 0].
+    #[arg(long)]
+    attention_dropout: Option<f64>,
+}
+
+/// The peak learning rate: a value, or `None` for the paper's own.
+#[derive(Clone, Copy, Debug)]
+struct PeakLr(Option<f64>);
+
+impl fmt::Display for PeakLr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(lr) => write!(f, "{lr:e}"),
+            None => f.write_str("paper"),
+        }
+    }
+}
+
+/// A positive learning rate, or "paper" for the paper's own peak.
+fn parse_lr(text: &str) -> Result<PeakLr, String> {
+    if text == "paper" {
+        return Ok(PeakLr(None));
+    }
+    match text.parse::<f64>() {
+        Ok(lr) if lr.is_finite() && lr > 0.0 => Ok(PeakLr(Some(lr))),
+        _ => Err(format!(
+            "expected a positive number or \"paper\", got {text:?}"
+        )),
+    }
+}
+
+/// How a model is trained (recorded in the model directory). Defaults are
+/// [`TrainingConfig::default`]'s; where the task changes one, the flag says so.
+#[derive(Args, Debug)]
+struct TrainingArgs {
+    /// Optimizer steps [default: 3500; translation: as many as --epochs take].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Passes over the training data (translation) [default: 20].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop training after this many minutes of wall time, validating and checkpointing first;
+    /// a budget, so a slower machine trains fewer epochs [default: none; translation 85].
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Sequences per batch (synthetic tasks; translation batches by --batch-tokens).
+    #[arg(long, default_value_t = TrainingConfig::default().batch_size)]
+    batch_size: usize,
+    /// Peak learning rate, reached at the end of warm-up; the schedule keeps the paper's shape
+    /// (linear warm-up, inverse square root decay). "paper" gives the paper's own peak,
+    /// d_model^-0.5 · warmup^-0.5 (4.4e-3 for d_model 128 and 400 warm-up steps: too high for
+    /// these small models, whose exact match then wavers).
+    #[arg(long, default_value_t = PeakLr(TrainingConfig::default().peak_lr), value_parser = parse_lr)]
+    lr: PeakLr,
+    /// Warm-up steps [default: 400; translation 800].
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Label smoothing epsilon.
+    #[arg(long, default_value_t = TrainingConfig::default().label_smoothing)]
+    label_smoothing: f64,
+    /// Clip the gradient norm to this (0 = off).
+    #[arg(long, default_value_t = TrainingConfig::default().grad_clip.unwrap_or(0.0))]
+    grad_clip: f64,
+    /// Seed of initialisation, dropout and data.
+    #[arg(long, default_value_t = TrainingConfig::default().seed)]
+    seed: u64,
+    /// Validate every this many steps (synthetic tasks; translation validates each epoch).
+    #[arg(long, default_value_t = TrainingConfig::default().eval_every)]
+    eval_every: usize,
+    /// Validation sequences (translation: the first N validation sentences, for BLEU).
+    #[arg(long, default_value_t = TrainingConfig::default().eval_samples)]
+    eval_samples: usize,
+    /// Checkpoint every this many steps (synthetic tasks; translation checkpoints each epoch).
+    #[arg(long, default_value_t = TrainingConfig::default().checkpoint_every)]
+    checkpoint_every: usize,
+    /// Checkpoints kept on disk (the newest); `tf average` averages some of them.
+    #[arg(long, default_value_t = TrainingConfig::default().keep_checkpoints)]
+    keep_checkpoints: usize,
+    /// Translation: at the end, also validate the mean of the newest N checkpoints, and keep it
+    /// as the model if its BLEU is at least the best checkpoint's (1 = off).
+    #[arg(long, default_value_t = TrainingConfig::default().average_last)]
+    average_last: usize,
+}
+
+impl TrainingArgs {
+    /// `preset` with every flag given applied.
+    fn apply(&self, preset: TrainingConfig) -> TrainingConfig {
+        TrainingConfig {
+            steps: self.steps.unwrap_or(preset.steps),
+            epochs: self.epochs.or(preset.epochs),
+            time_limit_secs: self
+                .max_minutes
+                .map(|m| m * 60.0)
+                .or(preset.time_limit_secs),
+            batch_size: self.batch_size,
+            warmup: self.warmup.unwrap_or(preset.warmup),
+            peak_lr: self.lr.0,
+            label_smoothing: self.label_smoothing,
+            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+            seed: self.seed,
+            log_every: preset.log_every,
+            eval_every: self.eval_every,
+            eval_samples: self.eval_samples,
+            checkpoint_every: self.checkpoint_every,
+            keep_checkpoints: self.keep_checkpoints,
+            average_last: self.average_last,
+        }
+    }
+}
+
+impl TrainArgs {
+    /// The task's preset with the model and training flags applied.
+    fn preset(&self) -> Preset {
+        let mut preset = match self.task.task {
+            TaskChoice::Translation => Preset::translation(),
+            _ => Preset::synthetic(),
+        };
+        let m = &self.model;
+        let layer = &mut preset.layer;
+        layer.d_model = m.d_model.unwrap_or(layer.d_model);
+        layer.n_heads = m.heads.unwrap_or(layer.n_heads);
+        layer.d_ff = m.d_ff.unwrap_or(layer.d_ff);
+        layer.dropout = m.dropout.unwrap_or(layer.dropout);
+        layer.attention_dropout = m.attention_dropout.unwrap_or(layer.attention_dropout);
+        preset.layers = m.layers.unwrap_or(preset.layers);
+        preset.training = self.training.apply(preset.training);
+        preset
+    }
+}
+
+pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
+    let dir = ModelDir::new(&args.out);
+    let mut progress = TrainingProgress::new();
+    let (config, summary) = if args.resume {
+        println!("resuming {} (its saved settings apply)", args.out.display());
+        let summary = train(&dir, Start::Resume, device, &mut progress)?;
+        (dir.load_config()?, summary)
+    } else {
+        // Refuse an occupied directory before spending minutes on a vocabulary.
+        dir.ensure_vacant()?;
+        let preset = args.preset();
+        if args.task.task == TaskChoice::Translation {
+            let started = std::time::Instant::now();
+            let prepared =
+                preset.translation_run(args.translation.task(), args.translation.min_frequency)?;
+            let config = prepared.config;
+            let task = config.task.translation()?;
+            println!(
+                "learned a joint BPE vocabulary of {} tokens from {} {} pairs in {:.1} s",
+                prepared.vocabulary.len(),
+                prepared.corpus.len(),
+                task.train_split,
+                started.elapsed().as_secs_f64(),
+            );
+            let training = &config.training;
+            println!(
+                "training a {}-parameter model to translate {} for {} epochs{} into {}",
+                format_params(&config),
+                task.direction(),
+                training.epochs.unwrap_or_default(),
+                training
+                    .time_limit_secs
+                    .map(|s| format!(" (at most {:.0} minutes of wall time)", s / 60.0))
+                    .unwrap_or_default(),
+                dir.path().display()
+            );
+            let start = Start::New {
+                config: &config,
+                vocabulary: Some(&prepared.vocabulary),
+            };
+            let summary = train(&dir, start, device, &mut progress)?;
+            (config, summary)
+        } else {
+            let task = args.task.synthetic()?;
+            let config = preset.synthetic_run(task.clone())?;
+            println!(
+                "training a {}-parameter model on `{}` (symbols {}, lengths {}..={}) for {} steps into {}",
+                format_params(&config),
+                task.kind,
+                task.n_symbols,
+                task.min_len,
+                task.max_len,
+                config.training.steps,
+                args.out.display()
+            );
+            let start = Start::New {
+                config: &config,
+                vocabulary: None,
+            };
+            let summary = train(&dir, start, device, &mut progress)?;
+            (config, summary)
+        }
+    };
+    let losses = if summary.first_loss.is_nan() {
+        "; nothing left to train".to_string()
+    } else {
+        format!(
+            "; train loss {:.4} -> {:.4}",
+            summary.first_loss, summary.last_loss
+        )
+    };
+    match (&config.task, summary.best) {
+        (RunTask::Translation(_), Some(best)) => println!(
+            "done: {} steps in {:.0} s{losses}; best validation BLEU {:.2} ({}), kept as the model",
+            summary.steps,
+            summary.elapsed_secs,
+            best.bleu,
+            match best.averaged.len() {
+                0 => format!("step {}", best.step),
+                n => format!("the mean of {n} checkpoints up to step {}", best.step),
+            }
+        ),
+        _ => println!(
+            "done: {} steps in {:.0} s{losses}; validation exact match {:.4}, token accuracy {:.4}",
+            summary.steps,
+            summary.elapsed_secs,
+            summary.validation.exact_match,
+            summary.validation.token_accuracy
+        ),
+    }
+    println!("model written to {}", args.out.display());
+    Ok(())
+}
+
+/// Parameter count of the model a config builds, e.g. "0.9M".
+fn format_params(config: &RunConfig) -> String {
+    let n = config.model.init(&Device::flex()).num_params();
+    format!("{:.1}M", n as f64 / 1e6)
+}

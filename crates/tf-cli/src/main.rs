@@ -1,0 +1,104 @@
+//! `tf`: train, run, evaluate and inspect encoder–decoder Transformers on built-in tasks and on
+//! translation. Argument parsing, progress bars and the allocator live here; everything a
+//! library user needs is in `tf-train` and `tf-inspect`.
+
+mod args;
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
+use tf_train::Backend;
+
+use crate::commands::{
+    attention, average, bleu, eval, heads, import_torch, predict, prune, train, translate,
+};
+
+// burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
+// mmap()s, paying page faults on every touch, where mimalloc reuses memory (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Train, run and evaluate encoder–decoder Transformers ("Attention Is All You Need").
+#[derive(Parser, Debug)]
+#[command(name = "tf", version, about)]
+struct Cli {
+    /// Where the tensors live: a CPU backend (flex, ndarray) or the GPU (wgpu).
+    #[arg(long, default_value = "flex", global = true, value_parser = backend_parser())]
+    device: Backend,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Accepts the names of [`Backend::ALL`], listing them in `--help`.
+fn backend_parser() -> impl TypedValueParser<Value = Backend> {
+    PossibleValuesParser::new(Backend::ALL.map(|(name, _)| name))
+        .map(|name| name.parse::<Backend>().expect("a listed backend"))
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model on a built-in task, or on a parallel corpus (--task translation), and write
+    /// it to a model directory.
+    Train(Box<train::TrainArgs>),
+    /// Translate sentences, one a line, with a translation model (beam search by default).
+    Translate(translate::TranslateArgs),
+    /// Print the model's output for each input sequence (arguments, or one per line on stdin).
+    Predict(predict::PredictArgs),
+    /// Print exact-match and token accuracy on fresh samples of the model's task.
+    Eval(eval::EvalArgs),
+    /// Import a PyTorch nn.Transformer state dict (safetensors) into a model directory.
+    ///
+    /// The file holds `model.state_dict()` under PyTorch's names, as written by
+    /// `safetensors.torch.save_file`; the JSON holds the module's arguments (d_model, nhead,
+    /// num_encoder_layers, num_decoder_layers, dim_feedforward, norm_first, activation,
+    /// layer_norm_eps). nn.Transformer has no token embeddings: add `src_embedding.weight` and
+    /// `tgt_embedding.weight` ([vocab, d_model], scaled by sqrt(d_model); the target one is also the
+    /// output projection) to the file, or the model directory keeps freshly initialised ones.
+    ImportTorch(import_torch::ImportTorchArgs),
+    /// Decode one input and draw its attention: a heatmap per layer and head (PNG and SVG) with
+    /// token labels, a layers × heads grid per attention kind, and the weights as JSON.
+    Attention(attention::AttentionArgs),
+    /// Per-head statistics over task samples: entropy, attention distance, max weight,
+    /// cross-attention alignment with the task's ground truth, and importance.
+    Heads(heads::HeadsArgs),
+    /// Remove the least important heads (Michel et al., 2019) into a new model directory, or
+    /// sweep accuracy against the number of heads removed.
+    Prune(prune::PruneArgs),
+    /// Average the weights of the last N checkpoints into a new model directory (the paper
+    /// averaged its last 5).
+    Average(average::AverageArgs),
+    /// Corpus BLEU of a hypothesis file against a reference file, one segment a line, exactly
+    /// as sacreBLEU's default (13a tokenizer, case-sensitive, exponential smoothing).
+    Bleu(bleu::BleuArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = cli.device.device();
+    match cli.command {
+        Command::Train(args) => train::run(*args, &device),
+        Command::Translate(args) => translate::run(args, &device),
+        Command::Predict(args) => predict::run(args, &device),
+        Command::Eval(args) => eval::run(args, &device),
+        Command::ImportTorch(args) => import_torch::run(args, &device),
+        Command::Attention(args) => attention::run(args, &device),
+        Command::Heads(args) => heads::run(args, &device),
+        Command::Prune(args) => prune::run(args, &device),
+        Command::Bleu(args) => bleu::run(args),
+        Command::Average(args) => average::run(args, &device),
+    }
+}

@@ -1,0 +1,23 @@
+//! # tf-inspect
+//!
+//! What the attention of a trained [`tf_model::Transformer`] does, and which heads matter:
+//!
+//! - [`attention_maps`]: the weights behind one decoded input, every layer and head, as
+//!   heatmaps (PNG and SVG), grids and JSON.
+//! - [`head_stats`]: per-head entropy, attention distance, max weight and cross-attention
+//!   alignment with a synthetic task's ground truth.
+//! - [`importance`]: head importance after Michel et al. (2019), and the least important heads.
+//! - [`prune`]: a sweep of accuracy against heads removed, in importance order.
+//! - [`plot`]: heatmaps and line plots with plotters and an embedded font.
+//!
+//! Built on `tf-train` (data, model directories, evaluation); the `tf` program's `attention`,
+//! `heads` and `prune` commands are thin layers over it.
+
+pub mod attention_maps;
+pub mod error;
+pub mod head_stats;
+pub mod importance;
+pub mod plot;
+pub mod prune;
+
+pub use error::{InspectError, Result};

@@ -1,0 +1,7 @@
+//! How good a model is: greedy accuracy on synthetic tasks, corpus BLEU equal to sacreBLEU's,
+//! translating sentences with greedy or beam search, and validation during training.
+
+pub mod accuracy;
+pub mod bleu;
+pub mod translate;
+pub mod validation;

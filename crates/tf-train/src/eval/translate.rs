@@ -1,0 +1,126 @@
+//! Sentences in, sentences out: encode with the model's subword vocabulary, decode greedily or
+//! with beam search in length-sorted batches, detokenize, and return the translations in the
+//! input's order. What validation BLEU and `tf translate` both use.
+
+use burn::tensor::Device;
+use tf_model::{BeamOptions, GreedyOptions, OutputLimit, Transformer};
+
+use crate::data::batch::Seq2SeqBatch;
+use crate::data::subword::SubwordVocab;
+use crate::data::task::{BOS, EOS};
+use crate::error::Result;
+
+/// How to decode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TranslateOptions {
+    /// Beams per sentence; 1 is greedy decoding.
+    pub beam_size: usize,
+    /// GNMT length penalty exponent (beam search only).
+    pub alpha: f64,
+    /// Most output tokens, from the source's length (and the model's positions).
+    pub max_output: OutputLimit,
+    /// Sentences decoded together (each with `beam_size` beams).
+    pub batch_sentences: usize,
+}
+
+impl TranslateOptions {
+    /// Greedy decoding.
+    pub fn greedy() -> Self {
+        Self {
+            beam_size: 1,
+            ..Self::beam(1, 0.0)
+        }
+    }
+
+    /// Beam search with `beam_size` beams and length penalty `alpha`.
+    pub fn beam(beam_size: usize, alpha: f64) -> Self {
+        Self {
+            beam_size,
+            alpha,
+            max_output: OutputLimit::default(),
+            batch_sentences: 64,
+        }
+    }
+}
+
+/// Translations, in the order of the input.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translations {
+    /// One per input sentence; empty for an empty input.
+    pub sentences: Vec<String>,
+    /// Inputs (0-based) that had more tokens than the model takes
+    /// ([`max_source_len`](tf_model::Transformer::max_source_len)) and were cut to fit.
+    pub truncated: Vec<usize>,
+}
+
+/// Translates `sentences` with `model` (in inference mode, `model.valid()`); `on_batch` hears the
+/// number of sentences each finished batch held (for a progress bar).
+pub fn translate(
+    model: &Transformer,
+    vocab: &SubwordVocab,
+    sentences: &[String],
+    options: &TranslateOptions,
+    device: &Device,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Translations> {
+    let max_positions = model.max_len();
+    let max_source = model.max_source_len();
+    let mut out = Translations {
+        sentences: vec![String::new(); sentences.len()],
+        truncated: Vec::new(),
+    };
+    let mut sources: Vec<(usize, Vec<usize>)> = Vec::with_capacity(sentences.len());
+    for (i, sentence) in sentences.iter().enumerate() {
+        let mut ids = vocab.encode(sentence)?;
+        if ids.len() > max_source {
+            ids.truncate(max_source);
+            out.truncated.push(i);
+        }
+        if !ids.is_empty() {
+            sources.push((i, ids));
+        }
+    }
+    // Similar lengths together: little padding, and beams that finish together.
+    sources.sort_by_key(|(_, ids)| ids.len());
+    for chunk in sources.chunks(options.batch_sentences.max(1)) {
+        let ids: Vec<Vec<usize>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
+        let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let (src, src_pad_mask) = Seq2SeqBatch::sources(&ids, device);
+        let outputs: Vec<Vec<usize>> = if options.beam_size <= 1 {
+            let max_len = options.max_output.clamped(longest, max_positions);
+            model.greedy_decode(
+                src,
+                Some(src_pad_mask),
+                &GreedyOptions::new(BOS, EOS, max_len),
+            )?
+        } else {
+            let beam = BeamOptions {
+                beam_size: options.beam_size,
+                alpha: options.alpha,
+                max_output: options.max_output,
+                ..BeamOptions::new(BOS, EOS)
+            };
+            model
+                .beam_search(src, Some(src_pad_mask), &beam)?
+                .into_iter()
+                .map(|hypotheses| {
+                    hypotheses
+                        .into_iter()
+                        .next()
+                        .map(|h| h.tokens)
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        for ((i, _), tokens) in chunk.iter().zip(outputs) {
+            let end = tokens
+                .iter()
+                .position(|&t| t == EOS)
+                .unwrap_or(tokens.len());
+            out.sentences[*i] = vocab.decode(&tokens[..end])?;
+        }
+        on_batch(chunk.len());
+    }
+    on_batch(sentences.len() - sources.len()); // the empty ones
+    Ok(out)
+}

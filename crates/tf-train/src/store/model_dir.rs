@@ -1,0 +1,328 @@
+//! The model directory: its configuration, the weights the other commands load, the best-model
+//! record and the vocabulary of a translation model. Checkpoints ([`checkpoint`](super::checkpoint))
+//! and averaging ([`average`](super::average)) are in files of their own.
+//!
+//! ```text
+//! DIR/config.json                 RunConfig: model, task and training settings
+//! DIR/model.bpk                   the weights predict/eval/translate load: the newest
+//!                                 checkpoint's, or for translation the best by validation BLEU
+//! DIR/best.json                   translation: the step and BLEU of model.bpk
+//! DIR/tokenizer.json              translation: the subword vocabulary (Hugging Face format)
+//! DIR/metrics.csv                 one row per logged training step and validation
+//! DIR/latest                      name of the newest complete checkpoint
+//! DIR/checkpoints/step-NNNNNNNN/  model.bpk, optimizer.bpk, state.json
+//! ```
+//!
+//! Every file is written atomically ([`write_atomic`]).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tf_model::Transformer;
+
+use crate::data::subword::SubwordVocab;
+use crate::error::{self, Error, Result, ResultExt, bail};
+use crate::store::atomic::write_atomic;
+use crate::training::config::RunConfig;
+
+/// Name of the run's configuration file.
+pub const CONFIG_FILE: &str = "config.json";
+/// Name of the weights file (in the directory and in each checkpoint).
+pub const MODEL_FILE: &str = "model.bpk";
+/// Name of the subword vocabulary of a translation model.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+const BEST_FILE: &str = "best.json";
+const METRICS_FILE: &str = "metrics.csv";
+
+/// Which weights `model.bpk` holds in a translation run: the best by validation BLEU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestModel {
+    /// The step they are from.
+    pub step: usize,
+    /// Their validation BLEU.
+    pub bleu: f64,
+    /// The checkpoints whose mean they are, when they are an average (else empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub averaged: Vec<String>,
+}
+
+/// Whether a loaded model keeps the dropout its configuration asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropout {
+    /// As configured (what training resumes with; inference models ignore dropout anyway).
+    AsConfigured,
+    /// Every dropout at 0: gradients that do not depend on chance (head importance).
+    Off,
+}
+
+/// The model directory of one run.
+#[derive(Clone, Debug)]
+pub struct ModelDir {
+    pub(crate) root: PathBuf,
+}
+
+impl ModelDir {
+    /// The directory at `root` (not created).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The metrics log's path.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join(METRICS_FILE)
+    }
+
+    /// The subword vocabulary's path (translation models).
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.root.join(TOKENIZER_FILE)
+    }
+
+    /// Loads the subword vocabulary of a translation model.
+    pub fn load_vocabulary(&self) -> Result<SubwordVocab> {
+        let path = self.tokenizer_path();
+        if !path.is_file() {
+            bail!(
+                "{} has no {TOKENIZER_FILE}: a translation model directory needs the vocabulary \
+                 it was trained with",
+                self.root.display()
+            );
+        }
+        SubwordVocab::load(&path)
+    }
+
+    /// Whether a run's configuration is there.
+    pub fn has_config(&self) -> bool {
+        self.root.join(CONFIG_FILE).is_file()
+    }
+
+    /// Succeeds when no model is there yet, so that nothing of one is overwritten: the one
+    /// check every command that writes a new model directory makes.
+    pub fn ensure_vacant(&self) -> Result<()> {
+        if self.has_config() {
+            bail!(
+                "{} already holds a model; choose another directory (or continue its training \
+                 with `tf train --resume --out {}`)",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the run's configuration (creating the directory).
+    pub fn save_config(&self, config: &RunConfig) -> Result<()> {
+        error::create_dir_all(&self.root)?;
+        let json = serde_json::to_string_pretty(config)?;
+        write_atomic(&self.root.join(CONFIG_FILE), json.as_bytes())
+    }
+
+    /// Reads and checks the run's configuration; files written before the model's layer
+    /// settings were nested still load.
+    pub fn load_config(&self) -> Result<RunConfig> {
+        let path = self.root.join(CONFIG_FILE);
+        if !path.is_file() {
+            bail!(
+                "{} is not a model directory: {} is missing (train one with `tf train --out {}`)",
+                self.root.display(),
+                CONFIG_FILE,
+                self.root.display()
+            );
+        }
+        let text = error::read_to_string(&path)?;
+        let invalid =
+            |err: serde_json::Error| Error::format(&path, "is not a valid run configuration", err);
+        let json: Value = serde_json::from_str(&text).map_err(invalid)?;
+        let config: RunConfig =
+            serde_json::from_value(nest_layer_settings(json)).map_err(invalid)?;
+        config
+            .validate()
+            .with_context(|| format!("in {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Loads the trained model (`model.bpk`) on `device`.
+    pub fn load_model(
+        &self,
+        device: &Device,
+        dropout: Dropout,
+    ) -> Result<(RunConfig, Transformer)> {
+        let config = self.load_config()?;
+        let model_config = match dropout {
+            Dropout::AsConfigured => config.model.clone(),
+            Dropout::Off => config.model.clone().without_dropout(),
+        };
+        let model = load_weights(model_config.init(device), &self.root.join(MODEL_FILE))?;
+        Ok((config, model))
+    }
+
+    /// Writes a model directory that holds `model` alone, without checkpoints: the
+    /// configuration, then the weights (what `tf import-torch`, `tf average` and `tf prune`
+    /// write).
+    pub fn save_model(&self, config: &RunConfig, model: &Transformer) -> Result<()> {
+        self.save_config(config)?;
+        write_atomic(&self.root.join(MODEL_FILE), &weights_bytes(model)?)
+    }
+
+    /// Makes `model` the directory's weights (`model.bpk`), recording its step and BLEU in
+    /// `best.json`.
+    pub fn save_best(&self, model: &Transformer, best: &BestModel) -> Result<()> {
+        write_atomic(&self.root.join(MODEL_FILE), &weights_bytes(model)?)?;
+        write_atomic(
+            &self.root.join(BEST_FILE),
+            serde_json::to_string_pretty(best)?.as_bytes(),
+        )
+    }
+
+    /// The best model so far, if the run records one.
+    pub fn best(&self) -> Result<Option<BestModel>> {
+        let path = self.root.join(BEST_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = error::read_to_string(&path)?;
+        let best = serde_json::from_str(&text)
+            .map_err(|err| Error::format(&path, "is not a best-model record", err))?;
+        Ok(Some(best))
+    }
+}
+
+/// The settings every encoder and decoder layer shares, which `config.json` files of earlier
+/// versions kept flat in `model` beside its other fields.
+const LAYER_SETTINGS: [&str; 8] = [
+    "d_model",
+    "n_heads",
+    "d_ff",
+    "dropout",
+    "attention_dropout",
+    "activation",
+    "norm_position",
+    "layer_norm_eps",
+];
+
+/// Moves flat layer settings of `model` into `model.layer`, where `TransformerConfig` keeps
+/// them; a file that already nests them is returned as it is.
+fn nest_layer_settings(mut json: Value) -> Value {
+    if let Some(model) = json.get_mut("model").and_then(Value::as_object_mut)
+        && !model.contains_key("layer")
+    {
+        let layer: serde_json::Map<String, Value> = LAYER_SETTINGS
+            .iter()
+            .filter_map(|&name| Some((name.to_string(), model.remove(name)?)))
+            .collect();
+        model.insert("layer".into(), Value::Object(layer));
+    }
+    json
+}
+
+/// The weights of `model` as burn's record bytes.
+pub(crate) fn weights_bytes(model: &Transformer) -> Result<Vec<u8>> {
+    Ok(model.clone().into_record().into_bytes()?.to_vec())
+}
+
+/// Loads weights from `path` into `model`, refusing missing, extra or mis-shaped tensors.
+pub(crate) fn load_weights(model: Transformer, path: &Path) -> Result<Transformer> {
+    let bytes = error::read(path)?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|err| Error::format(path, "is not a weights file", format!("{err:?}")))?;
+    model.try_load_record(record).map_err(|err| {
+        Error::format(
+            path,
+            "does not fit the model in config.json",
+            format!("{err:?}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::temp_dir;
+
+    #[test]
+    fn a_missing_directory_is_a_clear_error() {
+        let err = ModelDir::new("/nonexistent/run").load_config().unwrap_err();
+        assert!(
+            err.to_string().contains("is not a model directory"),
+            "{err}"
+        );
+    }
+
+    /// `config.json` exactly as the program wrote it before `TransformerConfig` nested its
+    /// layer settings: `tf train --task reverse` and `tf train --task translation` with
+    /// default flags.
+    const FLAT_CONFIG: &str = include_str!("../../tests/fixtures/config-flat-layer.json");
+    const FLAT_TRANSLATION_CONFIG: &str =
+        include_str!("../../tests/fixtures/config-flat-layer-translation.json");
+
+    #[test]
+    fn configs_with_flat_layer_settings_still_load() {
+        let dir = temp_dir("flat-config");
+        for (json, expected) in [
+            (FLAT_CONFIG, (128, 4, 512, 2, 13)),
+            (FLAT_TRANSLATION_CONFIG, (256, 4, 1024, 3, 166)),
+        ] {
+            std::fs::write(dir.join(CONFIG_FILE), json).unwrap();
+            let config = ModelDir::new(&dir).load_config().unwrap();
+            let (model, layer) = (&config.model, &config.model.layer);
+            assert_eq!(
+                (
+                    layer.d_model,
+                    layer.n_heads,
+                    layer.d_ff,
+                    model.n_encoder_layers,
+                    model.max_len
+                ),
+                expected
+            );
+            assert_eq!((layer.dropout, layer.layer_norm_eps), (0.1, 1e-5));
+            // Saved again, it is nested, and loads to the same configuration.
+            ModelDir::new(&dir).save_config(&config).unwrap();
+            let saved = std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap();
+            assert!(saved.contains("\"layer\""), "{saved}");
+            let reloaded = ModelDir::new(&dir).load_config().unwrap();
+            assert_eq!(reloaded.model.to_string(), config.model.to_string());
+            assert_eq!(reloaded.task, config.task);
+            assert_eq!(reloaded.training, config.training);
+        }
+        let translation = ModelDir::new(&dir).load_config().unwrap();
+        assert_eq!(translation.training.epochs, Some(20));
+        assert_eq!(translation.task.translation().unwrap().vocab_size, 8000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_config_says_what_is_wrong() {
+        let dir = temp_dir("corrupt-config");
+        let broken = FLAT_CONFIG.replace("\"kind\": \"reverse\"", "\"kind\": \"rotate\"");
+        std::fs::write(dir.join(CONFIG_FILE), broken).unwrap();
+        let err = ModelDir::new(&dir).load_config().unwrap_err().to_string();
+        assert!(
+            err.contains("is not a valid run configuration") && err.contains("rotate"),
+            "{err}"
+        );
+        std::fs::write(dir.join(CONFIG_FILE), "{\"model\": ").unwrap();
+        let err = ModelDir::new(&dir).load_config().unwrap_err().to_string();
+        assert!(err.contains("EOF"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_with_a_model_is_not_vacant() {
+        let dir = temp_dir("vacant");
+        let model_dir = ModelDir::new(&dir);
+        assert!(model_dir.ensure_vacant().is_ok());
+        std::fs::write(dir.join(CONFIG_FILE), FLAT_CONFIG).unwrap();
+        let err = model_dir.ensure_vacant().unwrap_err().to_string();
+        assert!(err.contains("already holds a model"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

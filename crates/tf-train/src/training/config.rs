@@ -1,0 +1,258 @@
+//! Everything a run is made of, saved as the model directory's `config.json`.
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use tf_model::TransformerConfig;
+
+use crate::data::task::Task;
+use crate::data::translation::TranslationTask;
+use crate::error::{Result, bail};
+
+/// How to train. [`Default`] is the synthetic tasks' recipe
+/// ([`Preset::synthetic`](crate::training::preset::Preset::synthetic) adjusts it per task).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingConfig {
+    /// Optimizer steps (at most, for runs that also count epochs).
+    pub steps: usize,
+    /// Passes over the training data (translation); `None` = steps alone decide.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Stop after this much training wall time (then validate and checkpoint as at the end).
+    #[serde(default)]
+    pub time_limit_secs: Option<f64>,
+    /// Sequences per batch (synthetic tasks; translation batches by tokens).
+    pub batch_size: usize,
+    /// Warm-up steps of the learning-rate schedule.
+    pub warmup: usize,
+    /// Learning rate at the end of warm-up; `None` is the paper's `d_model^-0.5 · warmup^-0.5`.
+    pub peak_lr: Option<f64>,
+    /// Label smoothing ε (0.1 in the paper).
+    pub label_smoothing: f64,
+    /// Clip the global gradient norm to this; `None` = no clipping.
+    pub grad_clip: Option<f64>,
+    /// Seed of initialisation, dropout and data.
+    pub seed: u64,
+    /// Log the training loss every this many steps.
+    pub log_every: usize,
+    /// Validate every this many steps (and at the end).
+    pub eval_every: usize,
+    /// Validation sequences (translation: validation sentences BLEU is measured on).
+    pub eval_samples: usize,
+    /// Checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept on disk.
+    pub keep_checkpoints: usize,
+    /// Translation: when training ends, the mean of the newest this many checkpoints is
+    /// validated too, and becomes the model if its BLEU is at least the best checkpoint's
+    /// (§6.1 averaged the last 5; 1 = off).
+    #[serde(default = "default_average_last")]
+    pub average_last: usize,
+}
+
+fn default_average_last() -> usize {
+    TrainingConfig::default().average_last
+}
+
+impl Default for TrainingConfig {
+    /// 3,500 steps of 64 sequences, peak learning rate 1e-3 after 400 warm-up steps, label
+    /// smoothing 0.1, gradient norm clipped to 1, seed 42; validation and a checkpoint every 500
+    /// steps, 5 checkpoints kept (and averaged at the end of a translation run).
+    fn default() -> Self {
+        Self {
+            steps: 3500,
+            epochs: None,
+            time_limit_secs: None,
+            batch_size: 64,
+            warmup: 400,
+            peak_lr: Some(1e-3),
+            label_smoothing: 0.1,
+            grad_clip: Some(1.0),
+            seed: 42,
+            log_every: 50,
+            eval_every: 500,
+            eval_samples: 500,
+            checkpoint_every: 500,
+            keep_checkpoints: 5,
+            average_last: 5,
+        }
+    }
+}
+
+/// What a model learns: a built-in synthetic task, or translation of a parallel corpus.
+///
+/// In `config.json` the task is one object without a tag: a translation task is the one with a
+/// `data` directory.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RunTask {
+    /// Translation between two languages.
+    Translation(TranslationTask),
+    /// Copy, reverse or sort symbol sequences.
+    Synthetic(Task),
+}
+
+impl<'de> Deserialize<'de> for RunTask {
+    /// Chooses the kind by the `data` field, so that a broken task is reported with what is
+    /// wrong with it ("translation task: missing field `src`") rather than as matching no kind.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        if value.get("data").is_some() {
+            serde_json::from_value(value)
+                .map(Self::Translation)
+                .map_err(|err| D::Error::custom(format!("translation task: {err}")))
+        } else {
+            serde_json::from_value(value)
+                .map(Self::Synthetic)
+                .map_err(|err| D::Error::custom(format!("synthetic task: {err}")))
+        }
+    }
+}
+
+impl From<Task> for RunTask {
+    fn from(task: Task) -> Self {
+        Self::Synthetic(task)
+    }
+}
+
+impl From<TranslationTask> for RunTask {
+    fn from(task: TranslationTask) -> Self {
+        Self::Translation(task)
+    }
+}
+
+impl RunTask {
+    /// The synthetic task, or an error saying this model translates, for commands that need
+    /// task samples.
+    pub fn synthetic(&self) -> Result<&Task> {
+        match self {
+            Self::Synthetic(task) => Ok(task),
+            Self::Translation(task) => bail!(
+                "this model translates {} (a translation model); this command works on models \
+                 of the synthetic tasks: use `tf translate`",
+                task.direction()
+            ),
+        }
+    }
+
+    /// The translation task, or an error saying this model is for a synthetic task.
+    pub fn translation(&self) -> Result<&TranslationTask> {
+        match self {
+            Self::Translation(task) => Ok(task),
+            Self::Synthetic(task) => bail!(
+                "this model was trained on the synthetic `{}` task, not on translation: use \
+                 `tf predict`",
+                task.kind
+            ),
+        }
+    }
+
+    /// Vocabulary size, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Synthetic(task) => task.vocab_size(),
+            Self::Translation(task) => task.vocab_size,
+        }
+    }
+
+    /// Longest source or target the task trains on (tokens, without BOS/EOS).
+    pub fn max_len(&self) -> usize {
+        match self {
+            Self::Synthetic(task) => task.max_len,
+            Self::Translation(task) => task.max_len,
+        }
+    }
+
+    /// Checks the task.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::Synthetic(task) => Ok(task.validate()?),
+            Self::Translation(task) => task.validate(),
+        }
+    }
+}
+
+/// The model, the task, and the training settings of one run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The Transformer's configuration.
+    pub model: TransformerConfig,
+    /// The task it learns.
+    pub task: RunTask,
+    /// How it is trained.
+    pub training: TrainingConfig,
+}
+
+impl RunConfig {
+    /// Checks every part, so that nothing is built from a broken configuration.
+    pub fn validate(&self) -> Result<()> {
+        self.task.validate()?;
+        self.model.validate()?;
+        if self.model.src_vocab != self.task.vocab_size()
+            || self.model.tgt_vocab != self.task.vocab_size()
+        {
+            bail!(
+                "the model's vocabularies ({}, {}) do not match the task's {} tokens",
+                self.model.src_vocab,
+                self.model.tgt_vocab,
+                self.task.vocab_size()
+            );
+        }
+        // BOS + target + EOS must fit the positional encoding.
+        if self.task.max_len() + 1 > self.model.max_len {
+            bail!(
+                "task sequences of up to {} tokens need max_len >= {}, the model has {}",
+                self.task.max_len(),
+                self.task.max_len() + 1,
+                self.model.max_len
+            );
+        }
+        let t = &self.training;
+        for (name, value) in [
+            ("steps", t.steps),
+            ("batch_size", t.batch_size),
+            ("log_every", t.log_every),
+            ("eval_every", t.eval_every),
+            ("eval_samples", t.eval_samples),
+            ("checkpoint_every", t.checkpoint_every),
+            ("keep_checkpoints", t.keep_checkpoints),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1, got 0");
+            }
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            bail!(
+                "label_smoothing must be in [0, 1), got {}",
+                t.label_smoothing
+            );
+        }
+        if let Some(lr) = t.peak_lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            bail!("the learning rate must be positive, got {lr}");
+        }
+        if let RunTask::Translation(_) = self.task
+            && t.average_last > t.keep_checkpoints
+        {
+            bail!(
+                "cannot average the last {} checkpoints when only {} are kept",
+                t.average_last,
+                t.keep_checkpoints
+            );
+        }
+        if t.epochs == Some(0) {
+            bail!("epochs must be at least 1, got 0");
+        }
+        if let Some(limit) = t.time_limit_secs
+            && !(limit.is_finite() && limit > 0.0)
+        {
+            bail!("the time limit must be positive, got {limit} s");
+        }
+        if let Some(clip) = t.grad_clip
+            && !(clip.is_finite() && clip > 0.0)
+        {
+            bail!("the gradient clipping norm must be positive, got {clip}");
+        }
+        Ok(())
+    }
+}

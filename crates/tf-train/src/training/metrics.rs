@@ -1,0 +1,122 @@
+//! The metrics log: `metrics.csv` in the model directory, one row per logged training step and
+//! per validation, appended (a resumed run continues the same file).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Column names, in order.
+pub const HEADER: &str =
+    "step,split,loss,lr,token_accuracy,exact_match,target_tokens_per_sec,elapsed_secs,epoch,bleu";
+
+/// One row of the log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsRow {
+    /// Optimizer step.
+    pub step: usize,
+    /// `train`, `valid`, or `average` (the mean of the last checkpoints, translation).
+    pub split: &'static str,
+    /// Mean label-smoothed loss per target token.
+    pub loss: f64,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// Share of target tokens decoded right (validation only).
+    pub token_accuracy: Option<f64>,
+    /// Share of sequences decoded exactly (validation only).
+    pub exact_match: Option<f64>,
+    /// Training throughput (train rows only).
+    pub target_tokens_per_sec: Option<f64>,
+    /// Wall time since the run began.
+    pub elapsed_secs: f64,
+    /// Epochs completed (translation only).
+    pub epoch: Option<usize>,
+    /// Validation BLEU, greedy (translation only).
+    pub bleu: Option<f64>,
+}
+
+/// Appends rows to a CSV file, writing the header when the file is new.
+pub struct MetricsLog {
+    out: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|err| Error::io("open", path, err))?;
+        let is_new = file
+            .metadata()
+            .map_err(|err| Error::io("inspect", path, err))?
+            .len()
+            == 0;
+        let mut log = Self {
+            out: BufWriter::new(file),
+            path: path.to_path_buf(),
+        };
+        if is_new {
+            log.write_line(HEADER)?;
+        }
+        Ok(log)
+    }
+
+    /// Appends one row and flushes it.
+    pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
+        let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+        let line = format!(
+            "{},{},{:.6},{:.6e},{},{},{},{:.1},{},{}",
+            row.step,
+            row.split,
+            row.loss,
+            row.lr,
+            opt(row.token_accuracy),
+            opt(row.exact_match),
+            row.target_tokens_per_sec
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_default(),
+            row.elapsed_secs,
+            row.epoch.map(|e| e.to_string()).unwrap_or_default(),
+            row.bleu.map(|b| format!("{b:.2}")).unwrap_or_default(),
+        );
+        self.write_line(&line)
+    }
+
+    /// Writes one line and flushes it, naming the file on failure.
+    fn write_line(&mut self, line: &str) -> Result<()> {
+        writeln!(self.out, "{line}")
+            .and_then(|()| self.out.flush())
+            .map_err(|err| Error::io("write", &self.path, err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_append_under_one_header() {
+        let path = std::env::temp_dir().join(format!("tf-metrics-{}.csv", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let row = MetricsRow {
+            step: 5,
+            split: "valid",
+            loss: 0.5,
+            lr: 1e-3,
+            exact_match: Some(1.0),
+            ..Default::default()
+        };
+        MetricsLog::open(&path).unwrap().append(&row).unwrap();
+        MetricsLog::open(&path).unwrap().append(&row).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], HEADER);
+        assert_eq!(lines[1], "5,valid,0.500000,1.000000e-3,,1.000000,,0.0,,");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -1,0 +1,189 @@
+//! Presets and run preparation: the model and training defaults of each kind of run, the
+//! overrides a user gives, and a checked [`RunConfig`] built from them before anything is
+//! written or learned.
+
+use tf_layers::TransformerLayerConfig;
+use tf_model::{EmbeddingSharing, OutputLimit, TransformerConfig};
+
+use crate::data::corpus::ParallelCorpus;
+use crate::data::subword::SubwordVocab;
+use crate::data::task::Task;
+use crate::data::translation::TranslationTask;
+use crate::error::{Result, ResultExt};
+use crate::training::config::{RunConfig, TrainingConfig};
+
+/// Model sizes and training lengths that differ between the synthetic tasks and translation.
+#[derive(Clone, Debug)]
+pub struct Preset {
+    /// The layers' widths, heads and dropout.
+    pub layer: TransformerLayerConfig,
+    /// Encoder layers, and as many decoder layers.
+    pub layers: usize,
+    /// The training recipe.
+    pub training: TrainingConfig,
+}
+
+impl Preset {
+    /// Copy, reverse and sort: `d_model` 128, 4 heads, 2 + 2 layers, `d_ff` 512, dropout 0.1;
+    /// 3,500 steps, peak learning rate 1e-3 after 400 warm-up steps ([`TrainingConfig::default`]),
+    /// which reach exact match ≥ 0.99 on `reverse` (docs/training.md).
+    pub fn synthetic() -> Self {
+        Self {
+            layer: TransformerLayerConfig::new()
+                .with_d_model(128)
+                .with_n_heads(4)
+                .with_d_ff(512),
+            layers: 2,
+            training: TrainingConfig::default(),
+        }
+    }
+
+    /// Multi30k-sized translation: `d_model` 256, 4 heads, 3 + 3 layers, `d_ff` 1024, dropout
+    /// 0.1; 800 warm-up steps, up to 20 epochs within 85 minutes of training (a wall-clock
+    /// budget: a slower machine trains fewer epochs), the mean of the last 5 checkpoints kept if
+    /// it validates best (docs/translation.md).
+    pub fn translation() -> Self {
+        Self {
+            layer: TransformerLayerConfig::new()
+                .with_d_model(256)
+                .with_n_heads(4)
+                .with_d_ff(1024),
+            layers: 3,
+            training: TrainingConfig {
+                steps: usize::MAX,
+                epochs: Some(20),
+                time_limit_secs: Some(85.0 * 60.0),
+                warmup: 800,
+                ..TrainingConfig::default()
+            },
+        }
+    }
+
+    /// The model for vocabularies of `vocab` tokens and `max_len` positions: one embedding
+    /// matrix for source, target and output (§3.4; the vocabularies are joint).
+    pub fn model(&self, vocab: usize, max_len: usize) -> TransformerConfig {
+        TransformerConfig::new(vocab, vocab)
+            .with_layer(self.layer.clone())
+            .with_n_encoder_layers(self.layers)
+            .with_n_decoder_layers(self.layers)
+            .with_max_len(max_len)
+            .with_embedding_sharing(EmbeddingSharing::All)
+    }
+
+    /// A synthetic-task run: the model sized to the task (its longest target and EOS), checked.
+    pub fn synthetic_run(&self, task: Task) -> Result<RunConfig> {
+        let config = RunConfig {
+            model: self.model(task.vocab_size(), task.max_len + 1),
+            task: task.into(),
+            training: self.training.clone(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A translation run's configuration for `task` as it stands (its `vocab_size` the one
+    /// asked for), checked: what [`translation_run`](Self::translation_run) checks before it
+    /// spends time on the vocabulary.
+    pub fn translation_config(&self, task: TranslationTask) -> Result<RunConfig> {
+        // Room for the longest output a training-length source may have.
+        let max_positions = OutputLimit::default().tokens(task.max_len);
+        let config = RunConfig {
+            model: self.model(task.vocab_size, max_positions),
+            task: task.into(),
+            training: self.training.clone(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A new translation run: checks every setting, reads the training split, learns the joint
+    /// subword vocabulary from it (merges seen at least `min_frequency` times), and sizes the
+    /// model to the vocabulary. Writes nothing: [`train`](crate::training::trainer::train)
+    /// saves the vocabulary with the run.
+    pub fn translation_run(
+        &self,
+        task: TranslationTask,
+        min_frequency: u64,
+    ) -> Result<PreparedTranslation> {
+        self.translation_config(task.clone())?;
+        let corpus = task.read(&task.train_split)?;
+        let vocabulary = task
+            .learn_vocabulary(&corpus, min_frequency)
+            .context("cannot learn the subword vocabulary")?;
+        let config = self.translation_config(TranslationTask {
+            vocab_size: vocabulary.len(),
+            ..task
+        })?;
+        Ok(PreparedTranslation {
+            config,
+            vocabulary,
+            corpus,
+        })
+    }
+}
+
+/// A translation run ready to start: its configuration, the vocabulary learned for it, and the
+/// training split it was learned from.
+#[derive(Clone, Debug)]
+pub struct PreparedTranslation {
+    /// The checked configuration, sized to the vocabulary.
+    pub config: RunConfig,
+    /// The vocabulary, to be saved as the run's `tokenizer.json`.
+    pub vocabulary: SubwordVocab,
+    /// The training split.
+    pub corpus: ParallelCorpus,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::task::TaskKind;
+    use crate::testing::temp_dir;
+
+    #[test]
+    fn presets_size_the_model_to_the_task() {
+        let task = Task::new(TaskKind::Reverse, 10, 1, 12).unwrap();
+        let config = Preset::synthetic().synthetic_run(task).unwrap();
+        assert_eq!(config.model.layer.d_model, 128);
+        assert_eq!((config.model.src_vocab, config.model.max_len), (13, 13));
+        assert_eq!(config.training, TrainingConfig::default());
+
+        let translation = Preset::translation();
+        assert_eq!(translation.model(8000, 160).layer.d_model, 256);
+        assert_eq!(translation.training.epochs, Some(20));
+    }
+
+    #[test]
+    fn an_invalid_translation_run_is_refused_before_reading_anything() {
+        let dir = temp_dir("preset-invalid");
+        let task = TranslationTask {
+            data: dir.join("no-such-corpus"),
+            src: "de".into(),
+            tgt: "en".into(),
+            train_split: "train".into(),
+            valid_split: "val".into(),
+            vocab_size: 400,
+            max_len: 12,
+            batch_tokens: 64,
+        };
+        let mut preset = Preset::translation();
+        preset.layer = preset.layer.with_n_heads(7); // 256 is not divisible by 7
+        let err = preset
+            .translation_run(task.clone(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("n_heads (7)"), "{err}");
+        // A valid preset gets as far as the missing corpus.
+        let err = Preset::translation()
+            .translation_run(task, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing file"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing written"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
