@@ -644,8 +644,8 @@ mod tests {
         assert_eq!(pruned.out_proj.weight.dims(), [8, 12]);
         assert!(max_abs_diff(run(&pruned), run(&gated)) <= 1e-5);
         // The kept heads' weights are the original heads 0 and 2.
-        let all = mha
-            .forward(
+        let weights = |m: &MultiHeadAttention| {
+            m.forward(
                 x.clone(),
                 memory.clone(),
                 memory.clone(),
@@ -653,17 +653,9 @@ mod tests {
                 Weights::Return,
             )
             .weights
-            .unwrap();
-        let kept = pruned
-            .forward(
-                x.clone(),
-                memory.clone(),
-                memory.clone(),
-                &mask,
-                Weights::Return,
-            )
-            .weights
-            .unwrap();
+        };
+        let all = weights(&mha).unwrap();
+        let kept = weights(&pruned).unwrap();
         let order = Tensor::<1, Int>::from_ints([0, 2], &device);
         assert!(max_abs_diff(kept, all.select(1, order)) <= 1e-6);
     }

@@ -157,8 +157,25 @@ fn add_block(
     }
 }
 
-/// The statistics as an aligned text table.
+impl HeadStats {
+    /// The row of this head: attention kind, layer, head, then its measures in column order
+    /// (`None` where not measured).
+    fn row(&self) -> (&'static str, usize, usize, [Option<f64>; 5]) {
+        let block = self.head.block;
+        let measures = [
+            Some(self.entropy),
+            Some(self.distance),
+            Some(self.max_weight),
+            self.alignment,
+            self.importance,
+        ];
+        (block.kind.name(), block.layer, self.head.head, measures)
+    }
+}
+
+/// The statistics as an aligned text table (3 decimals, `-` where not measured).
 pub fn format_table(stats: &[HeadStats]) -> String {
+    const WIDTHS: [usize; 5] = [8, 8, 8, 9, 10];
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -166,44 +183,33 @@ pub fn format_table(stats: &[HeadStats]) -> String {
         "attention", "layer", "head", "entropy", "distance", "max w", "alignment", "importance"
     );
     for s in stats {
-        let optional = |v: Option<f64>, width: usize| match v {
-            Some(v) => format!("{v:>width$.3}"),
-            None => format!("{:>width$}", "-"),
-        };
-        let _ = writeln!(
-            out,
-            "{:<13} {:>5} {:>4} {:>8.3} {:>8.3} {:>8.3} {} {}",
-            s.head.block.kind.name(),
-            s.head.block.layer,
-            s.head.head,
-            s.entropy,
-            s.distance,
-            s.max_weight,
-            optional(s.alignment, 9),
-            optional(s.importance, 10),
-        );
+        let (kind, layer, head, measures) = s.row();
+        let _ = write!(out, "{kind:<13} {layer:>5} {head:>4}");
+        for (value, width) in measures.into_iter().zip(WIDTHS) {
+            let _ = match value {
+                Some(v) => write!(out, " {v:>width$.3}"),
+                None => write!(out, " {:>width$}", "-"),
+            };
+        }
+        out.push('\n');
     }
     out
 }
 
-/// The statistics as CSV, one row per head.
+/// The statistics as CSV, one row per head (6 decimals, empty where not measured).
 pub fn format_csv(stats: &[HeadStats]) -> String {
     let mut out =
         String::from("attention,layer,head,entropy,distance,max_weight,alignment,importance\n");
     for s in stats {
-        let optional = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{},{},{},{:.6},{:.6},{:.6},{},{}",
-            s.head.block.kind.name(),
-            s.head.block.layer,
-            s.head.head,
-            s.entropy,
-            s.distance,
-            s.max_weight,
-            optional(s.alignment),
-            optional(s.importance),
-        );
+        let (kind, layer, head, measures) = s.row();
+        let _ = write!(out, "{kind},{layer},{head}");
+        for value in measures {
+            let _ = match value {
+                Some(v) => write!(out, ",{v:.6}"),
+                None => write!(out, ","),
+            };
+        }
+        out.push('\n');
     }
     out
 }
@@ -230,6 +236,17 @@ mod tests {
         assert!((stats.distance - 0.5).abs() < 1e-9);
         assert_eq!(stats.max_weight, 0.5);
         assert_eq!(stats.alignment, Some(1.0)); // ties go to the first key
+
+        let table = format_table(std::slice::from_ref(&stats));
+        assert_eq!(
+            table.lines().nth(1).unwrap(),
+            "cross             0    0    0.693    0.500    0.500     1.000          -"
+        );
+        let csv = format_csv(&[stats]);
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "cross,0,0,0.693147,0.500000,0.500000,1.000000,"
+        );
     }
 
     #[test]

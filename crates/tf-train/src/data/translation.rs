@@ -174,20 +174,7 @@ impl TranslationData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::temp_dir;
-
-    fn task(dir: PathBuf) -> TranslationTask {
-        TranslationTask {
-            data: dir,
-            src: "de".into(),
-            tgt: "en".into(),
-            train_split: "train".into(),
-            valid_split: "val".into(),
-            vocab_size: 400,
-            max_len: 12,
-            batch_tokens: 64,
-        }
-    }
+    use crate::testing::{temp_dir, translation_task as task};
 
     #[test]
     fn pairs_stay_paired_and_over_long_or_empty_ones_are_counted() {

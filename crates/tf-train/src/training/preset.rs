@@ -138,7 +138,7 @@ pub struct PreparedTranslation {
 mod tests {
     use super::*;
     use crate::data::task::TaskKind;
-    use crate::testing::temp_dir;
+    use crate::testing::{temp_dir, translation_task};
 
     #[test]
     fn presets_size_the_model_to_the_task() {
@@ -156,16 +156,7 @@ mod tests {
     #[test]
     fn an_invalid_translation_run_is_refused_before_reading_anything() {
         let dir = temp_dir("preset-invalid");
-        let task = TranslationTask {
-            data: dir.join("no-such-corpus"),
-            src: "de".into(),
-            tgt: "en".into(),
-            train_split: "train".into(),
-            valid_split: "val".into(),
-            vocab_size: 400,
-            max_len: 12,
-            batch_tokens: 64,
-        };
+        let task = translation_task(dir.join("no-such-corpus"));
         let mut preset = Preset::translation();
         preset.layer = preset.layer.with_n_heads(7); // 256 is not divisible by 7
         let err = preset
