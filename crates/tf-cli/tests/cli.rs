@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use tf_inspect::viewer::ViewerData;
+
 fn tf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tf"))
         .args(args)
@@ -289,6 +291,29 @@ fn attention_heads_and_prune_inspect_a_trained_model() {
     assert!(pictures.join("decoder-self.svg").is_file());
     let json = std::fs::read_to_string(pictures.join("attention.json")).unwrap();
     assert!(json.contains("\"source\":[\"1\",\"2\",\"3\"]"), "{json}");
+
+    // The interactive page, alone (no --out): one file that embeds every weight.
+    let page_path = dir.join("attention.html");
+    let out = tf(&[
+        "attention",
+        "--model",
+        model,
+        "1 2 3",
+        "--html",
+        page_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    let data = ViewerData::from_page(&page).unwrap();
+    assert_eq!(data.source, ["1", "2", "3"]);
+    assert_eq!(data.blocks.len(), 3, "1 + 1 + 1 layers");
+    assert!(
+        data.info.model.contains("`copy` task"),
+        "{}",
+        data.info.model
+    );
+    let out = tf(&["attention", "--model", model, "1 2 3"]);
+    assert!(!out.status.success(), "neither --out nor --html");
 
     // Statistics with importance, as a table, CSV and JSON.
     let csv = dir.join("heads.csv");
@@ -715,6 +740,24 @@ fn translation_trains_translates_line_by_line_and_draws_subword_attention() {
     assert!(pictures.join("cross.png").is_file());
     let json = std::fs::read_to_string(pictures.join("attention.json")).unwrap();
     assert!(json.contains("\"▁"), "subword labels: {json}");
+    let page_path = root.join("attention.html");
+    let out = tf(&[
+        "attention",
+        "--model",
+        model_arg(&model),
+        "Ein Mädchen sitzt auf einer Bank.",
+        "--html",
+        page_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = ViewerData::from_page(&std::fs::read_to_string(&page_path).unwrap()).unwrap();
+    assert!(data.info.translation);
+    assert_eq!(data.info.source_text, "Ein Mädchen sitzt auf einer Bank.");
+    assert!(
+        data.source.iter().any(|t| t.starts_with('▁')),
+        "{:?}",
+        data.source
+    );
 
     // Averaging keeps the vocabulary with the model.
     let averaged = root.join("averaged");

@@ -32,6 +32,8 @@ pub struct AttentionMaps {
     pub decoder_input: Vec<String>,
     /// The generated tokens, `<eos>` included when generated.
     pub output: Vec<String>,
+    /// Their ids, without `<eos>` (what a vocabulary decodes into text).
+    pub output_ids: Vec<usize>,
     /// Encoder self-attention per layer, then decoder self-attention, then cross-attention.
     pub blocks: Vec<BlockWeights>,
 }
@@ -75,6 +77,7 @@ impl AttentionMaps {
             source: labels(source),
             decoder_input: labels(&decoder_input),
             output: labels(&output),
+            output_ids: tokens[0].clone(),
             blocks,
         })
     }
@@ -148,19 +151,23 @@ fn matrices(weights: Tensor<4>) -> Vec<Vec<Vec<f32>>> {
         .collect()
 }
 
+/// The maps of an untrained tiny `reverse` model decoding `3 1 4`: 2 + 2 layers of 2 heads.
+#[cfg(test)]
+pub(crate) fn tiny_maps() -> AttentionMaps {
+    let device = Device::flex();
+    let task = tf_train::Task::new(tf_train::TaskKind::Reverse, 6, 1, 6).unwrap();
+    let model = task.tiny_model().init(&device);
+    let source = task.parse("3 1 4").unwrap();
+    AttentionMaps::capture(&model, &source, 7, |id| task.token_label(id), &device).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tf_train::{Task, TaskKind};
 
     #[test]
     fn maps_have_the_tokens_shapes_and_files_they_promise() {
-        let device = Device::flex();
-        let task = Task::new(TaskKind::Reverse, 6, 1, 6).unwrap();
-        let model = task.tiny_model().init(&device);
-        let source = task.parse("3 1 4").unwrap();
-        let maps =
-            AttentionMaps::capture(&model, &source, 7, |id| task.token_label(id), &device).unwrap();
+        let maps = tiny_maps();
         assert_eq!(maps.source, ["3", "1", "4"]);
         assert_eq!(maps.decoder_input[0], "<bos>");
         assert_eq!(maps.blocks.len(), 6);

@@ -10,6 +10,8 @@ use serde::Serialize;
 use tf_model::{AttentionKind, HeadId, Transformer};
 
 use tf_train::Task;
+
+use crate::attention_maps::AttentionMaps;
 use tf_train::data::batch::Seq2SeqBatch;
 use tf_train::data::task::Example;
 
@@ -80,6 +82,29 @@ impl Sums {
             importance: None,
         }
     }
+}
+
+/// Statistics of every head in `maps`, the attention behind one decoded input: entropy,
+/// distance and max weight over its query rows (no alignment or importance: one sentence has
+/// no ground truth to align with), in the order of the blocks.
+pub fn sentence_statistics(maps: &AttentionMaps) -> Vec<HeadStats> {
+    maps.blocks
+        .iter()
+        .flat_map(|block| {
+            block.heads.iter().enumerate().map(move |(head, rows)| {
+                let mut sums = Sums::default();
+                for (i, row) in rows.iter().enumerate() {
+                    sums.add_row(i, row, None);
+                }
+                let mut stats = sums.finish(HeadId {
+                    block: block.block,
+                    head,
+                });
+                stats.alignment = None;
+                stats
+            })
+        })
+        .collect()
 }
 
 /// Statistics of every head of `model` (inference mode) on teacher-forced `examples` of

@@ -9,6 +9,8 @@
 //! - [`importance`]: head importance after Michel et al. (2019), and the least important heads.
 //! - [`prune`]: a sweep of accuracy against heads removed, in importance order.
 //! - [`plot`]: heatmaps and line plots with plotters and an embedded font.
+//! - [`viewer`]: one self-contained HTML page to explore the attention of a decoding
+//!   interactively (head view, model view, alignment matrix, SVG export).
 //!
 //! Built on `tf-train` (data, model directories, evaluation); the `tf` program's `attention`,
 //! `heads` and `prune` commands are thin layers over it.
@@ -19,5 +21,6 @@ pub mod head_stats;
 pub mod importance;
 pub mod plot;
 pub mod prune;
+pub mod viewer;
 
 pub use error::{InspectError, Result};

@@ -1,4 +1,5 @@
-//! `tf attention`: decode one input and draw every layer's and head's attention.
+//! `tf attention`: decode one input and show every layer's and head's attention, as pictures
+//! and JSON (`--out`) and as an interactive page (`--html`).
 
 use std::path::PathBuf;
 
@@ -6,12 +7,14 @@ use anyhow::Result;
 use burn::tensor::Device;
 use clap::Args;
 use tf_inspect::attention_maps::AttentionMaps;
+use tf_inspect::viewer::{ViewerData, ViewerInfo, model_summary};
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, RunTask};
 
 use crate::commands::predict::{ensure_source_fits, parse_input};
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("written").required(true).multiple(true).args(["out", "html"])))]
 pub struct AttentionArgs {
     /// Model directory written by `tf train`.
     #[arg(long)]
@@ -20,32 +23,60 @@ pub struct AttentionArgs {
     input: String,
     /// Directory to write the pictures and attention.json into (created if missing).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// An interactive page to write: one self-contained HTML file (head view, model view,
+    /// alignment matrix, SVG export) that opens from disk with no network.
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 pub fn run(args: AttentionArgs, device: &Device) -> Result<()> {
     let dir = ModelDir::new(&args.model);
     let (config, model) = dir.load_model(device, Dropout::AsConfigured)?;
     let max_len = model.max_len();
-    let maps = match &config.task {
+    let (maps, output_text) = match &config.task {
         RunTask::Synthetic(task) => {
             let source = parse_input(task, &model, &args.input)?;
-            AttentionMaps::capture(&model, &source, max_len, |id| task.token_label(id), device)?
+            let maps = AttentionMaps::capture(
+                &model,
+                &source,
+                max_len,
+                |id| task.token_label(id),
+                device,
+            )?;
+            let text = task.format(&maps.output_ids);
+            (maps, text)
         }
         RunTask::Translation(_) => {
             let vocab = dir.load_vocabulary()?;
             let source = vocab.encode(&args.input)?;
             ensure_source_fits(&model, &source, "tokens")?;
-            AttentionMaps::capture(&model, &source, max_len, |id| vocab.token(id), device)?
+            let maps =
+                AttentionMaps::capture(&model, &source, max_len, |id| vocab.token(id), device)?;
+            let text = vocab.decode(&maps.output_ids)?;
+            (maps, text)
         }
     };
-    let written = maps.write(&args.out)?;
     println!("input   {}", maps.source.join(" "));
     println!("output  {}", maps.output.join(" "));
-    println!(
-        "wrote {} files into {} (per head: encoder-self/, decoder-self/, cross/; grids: encoder-self.png, decoder-self.png, cross.png; weights: attention.json)",
-        written.len(),
-        args.out.display()
-    );
+    if let Some(out) = &args.out {
+        let written = maps.write(out)?;
+        println!(
+            "wrote {} files into {} (per head: encoder-self/, decoder-self/, cross/; grids: encoder-self.png, decoder-self.png, cross.png; weights: attention.json)",
+            written.len(),
+            out.display()
+        );
+    }
+    if let Some(html) = &args.html {
+        let info = ViewerInfo {
+            title: format!("Attention of {}", args.model.display()),
+            model: model_summary(&config),
+            translation: matches!(config.task, RunTask::Translation(_)),
+            source_text: args.input.clone(),
+            output_text,
+        };
+        ViewerData::new(&maps, info).write(html)?;
+        println!("wrote {} (open it in a browser)", html.display());
+    }
     Ok(())
 }
