@@ -118,6 +118,43 @@ fn bad_input_is_a_clear_error_with_a_nonzero_exit() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("at most 5"), "{}", stderr(&out));
 
+    // One bad line among good ones: each line gets its answer or its error, in order, and the
+    // exit status says that one failed.
+    let out = tf_with_stdin(&["predict", "--model", model_arg(&dir)], b"3 1 4\n\n0 2\n");
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(!lines[0].is_empty() && lines[1].is_empty() && !lines[2].is_empty());
+    let good = tf(&["predict", "--model", model_arg(&dir), "3 1 4", "0 2"]);
+    assert_eq!(
+        stdout(&good).lines().collect::<Vec<_>>(),
+        [lines[0], lines[2]]
+    );
+    assert!(
+        stderr(&out).contains("input 2: empty input"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("1 of 3 inputs"), "{}", stderr(&out));
+
+    // A config.json asking for absurd sizes is refused before anything is allocated.
+    let config_path = dir.join("config.json");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&original).unwrap();
+    config["model"]["max_len"] = serde_json::json!(100_000_000u64);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let out = tf(&["predict", "--model", model_arg(&dir), "3 1 4"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("max_len 100000000 is above the ceiling"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed().as_secs() < 10, "refused at once");
+    std::fs::write(&config_path, original).unwrap();
+
     let out = tf(&["eval", "--model", "/nonexistent/model"]);
     assert!(!out.status.success());
     assert!(

@@ -8,6 +8,7 @@ use burn::tensor::Device;
 use clap::Args;
 use tf_inspect::attention_maps::AttentionMaps;
 use tf_inspect::viewer::{ViewerData, ViewerInfo, model_summary};
+use tf_model::OutputLimit;
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, RunTask};
 
@@ -51,8 +52,10 @@ pub fn run(args: AttentionArgs, device: &Device) -> Result<()> {
             let vocab = dir.load_vocabulary()?;
             let source = vocab.encode(&args.input)?;
             ensure_source_fits(&model, &source, "tokens")?;
+            // A translation's output is limited by its source's length, as in `tf translate`.
+            let max_output = OutputLimit::default().clamped(source.len(), max_len);
             let maps =
-                AttentionMaps::capture(&model, &source, max_len, |id| vocab.token(id), device)?;
+                AttentionMaps::capture(&model, &source, max_output, |id| vocab.token(id), device)?;
             let text = vocab.decode(&maps.output_ids)?;
             (maps, text)
         }

@@ -32,15 +32,36 @@ pub fn run(args: PredictArgs, device: &Device) -> Result<()> {
     } else {
         args.sequences
     };
-    let sources = lines
+    // Every line gets its answer or its error, in order: a bad line does not cost the others.
+    let parsed: Vec<Result<Vec<usize>>> = lines
         .iter()
-        .enumerate()
-        .map(|(number, line)| {
-            parse_input(task, &model, line).with_context(|| format!("input {}", number + 1))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    for prediction in predict(&model, &sources, model.max_len(), BATCH, device)? {
-        println!("{}", task.format(&prediction));
+        .map(|line| parse_input(task, &model, line))
+        .collect();
+    let sources: Vec<Vec<usize>> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .cloned()
+        .collect();
+    let mut predictions = predict(&model, &sources, model.max_len(), BATCH, device)?.into_iter();
+    let mut failed = 0;
+    for (number, result) in parsed.iter().enumerate() {
+        match result {
+            Ok(_) => {
+                let prediction = predictions.next().expect("one prediction per good input");
+                println!("{}", task.format(&prediction));
+            }
+            Err(err) => {
+                failed += 1;
+                println!();
+                eprintln!("error: input {}: {err:#}", number + 1);
+            }
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} inputs could not be read (their output lines are empty)",
+            lines.len()
+        );
     }
     Ok(())
 }

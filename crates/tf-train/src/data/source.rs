@@ -13,9 +13,10 @@ use crate::training::config::{RunConfig, RunTask, TrainingConfig};
 /// Seed offset of the validation examples, so they are never a training batch.
 const VALIDATION_STREAM: u64 = 0x5EED_0000_0000_0001;
 
-/// The examples of training step `step`, or the batch order of epoch `step` (deterministic in
-/// the seed).
-fn batch_seed(seed: u64, step: usize) -> u64 {
+/// The seed of step (or epoch) `step` of a stream seeded `seed`: the examples of a training
+/// step, the batch order of an epoch, a step's dropout masks. A function of the two alone, so a
+/// resumed run draws what the uninterrupted one drew.
+pub fn step_seed(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64)
 }
 
@@ -111,7 +112,7 @@ impl TrainingData {
     /// The examples of step `step` (1-based).
     pub fn batch(&mut self, step: usize, t: &TrainingConfig) -> Vec<Example> {
         match self {
-            Self::Synthetic { task, .. } => task.samples(t.batch_size, batch_seed(t.seed, step)),
+            Self::Synthetic { task, .. } => task.samples(t.batch_size, step_seed(t.seed, step)),
             Self::Translation {
                 data,
                 batch_tokens,
@@ -127,7 +128,7 @@ impl TrainingData {
                         &src_lens,
                         &tgt_lens,
                         *batch_tokens,
-                        batch_seed(t.seed, epoch),
+                        step_seed(t.seed, epoch),
                     );
                     *planned_epoch = Some(epoch);
                 }

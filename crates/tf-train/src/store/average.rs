@@ -38,6 +38,14 @@ impl ModuleMapper for ReplaceFloats {
     }
 }
 
+/// Every float parameter of `model`, in visiting order, as `f32` values: what two models are
+/// compared by (their weight files also hold each parameter's random id).
+pub fn parameter_values(model: &Transformer) -> Vec<Vec<f32>> {
+    let mut collect = CollectFloats(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
 /// The parameter-wise mean of `models`, which must share one configuration.
 ///
 /// # Errors
@@ -48,18 +56,13 @@ pub fn average_models(models: Vec<Transformer>) -> Result<Transformer> {
     let Some(first) = models.next() else {
         bail!("nothing to average");
     };
-    let mut collect = CollectFloats(Vec::new());
-    first.visit(&mut collect);
-    let mut sums = collect.0;
+    let mut sums = parameter_values(&first);
     for model in models {
-        let mut collect = CollectFloats(Vec::new());
-        model.visit(&mut collect);
-        if collect.0.len() != sums.len()
-            || collect.0.iter().zip(&sums).any(|(a, b)| a.len() != b.len())
-        {
+        let values = parameter_values(&model);
+        if values.len() != sums.len() || values.iter().zip(&sums).any(|(a, b)| a.len() != b.len()) {
             bail!("the checkpoints do not share one architecture");
         }
-        for (sum, values) in sums.iter_mut().zip(collect.0) {
+        for (sum, values) in sums.iter_mut().zip(values) {
             for (s, v) in sum.iter_mut().zip(values) {
                 *s += v;
             }

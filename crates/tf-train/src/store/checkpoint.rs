@@ -77,6 +77,12 @@ impl ModelDir {
         self.remove_old_checkpoints(keep.max(1))
     }
 
+    /// Whether a complete checkpoint is there to resume from (a run killed before its first
+    /// checkpoint has none).
+    pub fn has_checkpoint(&self) -> bool {
+        self.root.join(LATEST_FILE).is_file()
+    }
+
     /// Loads the newest checkpoint into `model` and `optimizer`.
     pub fn load_checkpoint(
         &self,

@@ -37,6 +37,7 @@ pub const MODEL_FILE: &str = "model.bpk";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 const BEST_FILE: &str = "best.json";
 const METRICS_FILE: &str = "metrics.csv";
+const LOCK_FILE: &str = ".lock";
 
 /// Which weights `model.bpk` holds in a translation run: the best by validation BLEU.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,6 +49,12 @@ pub struct BestModel {
     /// The checkpoints whose mean they are, when they are an average (else empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub averaged: Vec<String>,
+}
+
+/// A model directory held for one writer ([`ModelDir::lock`]); dropping it releases the lock.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
 }
 
 /// Whether a loaded model keeps the dropout its configuration asks for.
@@ -116,6 +123,32 @@ impl ModelDir {
             );
         }
         Ok(())
+    }
+
+    /// Takes the directory for one writer (creating it): the lock lasts as long as the returned
+    /// value, and is released by the operating system when the program ends however it ends.
+    ///
+    /// # Errors
+    /// If another process holds it (a second `tf train` on the same directory).
+    pub fn lock(&self) -> Result<RunLock> {
+        error::create_dir_all(&self.root)?;
+        let path = self.root.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|err| Error::io("open", &path, err))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::invalid(format!(
+                "another program is writing to {} (it holds {}): wait for it to finish, or \
+                 choose another directory",
+                self.root.display(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(err)) => Err(Error::io("lock", &path, err)),
+        }
     }
 
     /// Writes the run's configuration (creating the directory).
@@ -312,6 +345,18 @@ mod tests {
         std::fs::write(dir.join(CONFIG_FILE), "{\"model\": ").unwrap();
         let err = ModelDir::new(&dir).load_config().unwrap_err().to_string();
         assert!(err.contains("EOF"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_is_locked_for_one_writer_at_a_time() {
+        let dir = temp_dir("lock");
+        let model_dir = ModelDir::new(dir.join("run"));
+        let held = model_dir.lock().unwrap();
+        let err = model_dir.lock().unwrap_err().to_string();
+        assert!(err.contains("another program is writing"), "{err}");
+        drop(held);
+        assert!(model_dir.lock().is_ok(), "released when dropped");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

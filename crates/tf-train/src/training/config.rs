@@ -2,7 +2,7 @@
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
-use tf_model::TransformerConfig;
+use tf_model::{EmbeddingSharing, TransformerConfig};
 
 use crate::data::task::Task;
 use crate::data::translation::TranslationTask;
@@ -185,6 +185,9 @@ pub struct RunConfig {
 impl RunConfig {
     /// Checks every part, so that nothing is built from a broken configuration.
     pub fn validate(&self) -> Result<()> {
+        // Sizes first: a config.json may ask for anything, and nothing may be allocated for a
+        // model that cannot fit.
+        check_ceilings(&self.model)?;
         self.task.validate()?;
         self.model.validate()?;
         if self.model.src_vocab != self.task.vocab_size()
@@ -254,5 +257,165 @@ impl RunConfig {
             bail!("the gradient clipping norm must be positive, got {clip}");
         }
         Ok(())
+    }
+}
+
+/// The largest sizes a run may have: far above any model this project trains (the paper's big
+/// model has `d_model` 1024, `d_ff` 4096, 16 heads, 6 + 6 layers, a 37k vocabulary), and low
+/// enough that a configuration read from a file cannot ask for an absurd allocation.
+pub mod ceilings {
+    /// Tokens in a vocabulary.
+    pub const VOCAB: usize = 1 << 20;
+    /// Model width.
+    pub const D_MODEL: usize = 16_384;
+    /// Feed-forward width.
+    pub const D_FF: usize = 65_536;
+    /// Attention heads of a block.
+    pub const HEADS: usize = 256;
+    /// Encoder or decoder layers.
+    pub const LAYERS: usize = 128;
+    /// Positions of the positional table.
+    pub const MAX_LEN: usize = 65_536;
+    /// Parameters and positional-table entries together (f32): 8 GiB.
+    pub const PARAMETERS: u128 = 1 << 31;
+}
+
+/// Parameters (and positional-table entries) a model of `config` holds, counted from its
+/// sizes without building it (pruned heads are not subtracted: an upper bound then).
+pub fn estimated_parameters(config: &TransformerConfig) -> u128 {
+    let n = |v: usize| v as u128;
+    let (d, d_ff) = (n(config.layer.d_model), n(config.layer.d_ff));
+    let attention = 4 * d * d + 4 * d;
+    let feed_forward = 2 * d * d_ff + d_ff + d;
+    let norm = 2 * d;
+    let encoder = n(config.n_encoder_layers) * (attention + feed_forward + 2 * norm);
+    let decoder = n(config.n_decoder_layers) * (2 * attention + feed_forward + 3 * norm);
+    let embeddings = match config.embedding_sharing {
+        EmbeddingSharing::All => n(config.src_vocab) * d,
+        EmbeddingSharing::TargetOutput => n(config.src_vocab + config.tgt_vocab) * d,
+        // The output projection has a bias.
+        EmbeddingSharing::Separate => {
+            n(config.src_vocab + 2 * config.tgt_vocab) * d + n(config.tgt_vocab)
+        }
+    };
+    let positions = n(config.max_len) * d;
+    let final_norms = if config.has_final_norm() { 2 * norm } else { 0 };
+    encoder + decoder + embeddings + positions + final_norms
+}
+
+/// Refuses sizes above [`ceilings`], and models whose parameters would not fit them or the
+/// memory this machine has free.
+pub fn check_ceilings(config: &TransformerConfig) -> Result<()> {
+    let layer = &config.layer;
+    for (name, value, ceiling) in [
+        ("src_vocab", config.src_vocab, ceilings::VOCAB),
+        ("tgt_vocab", config.tgt_vocab, ceilings::VOCAB),
+        ("d_model", layer.d_model, ceilings::D_MODEL),
+        ("d_ff", layer.d_ff, ceilings::D_FF),
+        ("n_heads", layer.n_heads, ceilings::HEADS),
+        (
+            "n_encoder_layers",
+            config.n_encoder_layers,
+            ceilings::LAYERS,
+        ),
+        (
+            "n_decoder_layers",
+            config.n_decoder_layers,
+            ceilings::LAYERS,
+        ),
+        ("max_len", config.max_len, ceilings::MAX_LEN),
+    ] {
+        if value > ceiling {
+            bail!("{name} {value} is above the ceiling of {ceiling} (docs/reliability.md)");
+        }
+    }
+    let parameters = estimated_parameters(config);
+    if parameters > ceilings::PARAMETERS {
+        bail!(
+            "the model would hold {parameters} parameters, above the ceiling of {}",
+            ceilings::PARAMETERS
+        );
+    }
+    if let Some(available) = available_memory()
+        && parameters * 4 > available
+    {
+        bail!(
+            "the model's {parameters} parameters need {:.1} GiB, more than the {:.1} GiB of \
+             memory free",
+            (parameters * 4) as f64 / (1u64 << 30) as f64,
+            available as f64 / (1u64 << 30) as f64
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of memory free for a new allocation (`MemAvailable` on Linux; `None` elsewhere).
+fn available_memory() -> Option<u128> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Module;
+    use burn::tensor::Device;
+
+    #[test]
+    fn the_estimate_counts_what_the_model_holds() {
+        use tf_layers::NormPosition;
+        use tf_model::EmbeddingSharing::{All, Separate, TargetOutput};
+        for (sharing, norm) in [(All, NormPosition::Post), (Separate, NormPosition::Pre)]
+            .into_iter()
+            .chain([(TargetOutput, NormPosition::Post)])
+        {
+            let tiny = TransformerConfig::tiny(13, 11);
+            let config = tiny
+                .clone()
+                .with_layer(tiny.layer.clone().with_norm_position(norm))
+                .with_embedding_sharing(sharing)
+                .with_max_len(20);
+            let config = if sharing == All {
+                TransformerConfig {
+                    tgt_vocab: 13,
+                    ..config
+                }
+            } else {
+                config
+            };
+            let built = config.init(&Device::flex()).num_params() as u128;
+            // The sinusoidal table is not a parameter; everything else is counted exactly.
+            let table = 20 * config.layer.d_model as u128;
+            assert_eq!(estimated_parameters(&config) - table, built, "{sharing:?}");
+        }
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_before_anything_is_built() {
+        let base = TransformerConfig::tiny(13, 13);
+        for (config, what) in [
+            (base.clone().with_max_len(100_000_000), "max_len 100000000"),
+            (
+                TransformerConfig::tiny(100_000_000_000, 13),
+                "src_vocab 100000000000",
+            ),
+            (
+                base.clone()
+                    .with_layer(base.layer.clone().with_d_model(10_000_000)),
+                "d_model 10000000",
+            ),
+        ] {
+            let err = check_ceilings(&config).unwrap_err().to_string();
+            assert!(err.contains(what) && err.contains("ceiling"), "{err}");
+        }
+        let wide = base
+            .clone()
+            .with_layer(base.layer.clone().with_d_model(16_384).with_d_ff(65_536))
+            .with_n_encoder_layers(64);
+        let err = check_ceilings(&wide).unwrap_err().to_string();
+        assert!(err.contains("parameters"), "{err}");
+        assert!(check_ceilings(&TransformerConfig::big(37_000, 37_000)).is_ok());
     }
 }

@@ -6,6 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::store::atomic::write_atomic;
 
 /// Column names, in order.
 pub const HEADER: &str =
@@ -43,6 +44,30 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
+    /// Opens `path` for appending, first dropping the rows of steps after `step` (those a
+    /// resumed run is about to log again).
+    pub fn open_after(path: &Path, step: usize) -> Result<Self> {
+        if path.is_file() {
+            let text = crate::error::read_to_string(path)?;
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    *line == HEADER
+                        || line
+                            .split(',')
+                            .next()
+                            .and_then(|s| s.parse::<usize>().ok())
+                            .is_some_and(|row_step| row_step <= step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            if kept != text {
+                write_atomic(path, kept.as_bytes())?;
+            }
+        }
+        Self::open(path)
+    }
+
     /// Opens `path` for appending.
     pub fn open(path: &Path) -> Result<Self> {
         let file = OpenOptions::new()

@@ -15,17 +15,20 @@ use burn::tensor::Device;
 use tf_model::Transformer;
 
 use crate::data::batch::Seq2SeqBatch;
-use crate::data::source::TrainingData;
+use crate::data::source::{TrainingData, step_seed};
 use crate::data::subword::SubwordVocab;
 use crate::error::{Error, Result, ResultExt, bail};
 use crate::eval::accuracy::Accuracy;
 use crate::eval::validation::{Validation, validate};
 use crate::store::checkpoint::{Publish, TrainingState};
-use crate::store::model_dir::{BestModel, ModelDir};
+use crate::store::model_dir::{BestModel, ModelDir, RunLock};
 use crate::training::config::{RunConfig, RunTask};
 use crate::training::metrics::{MetricsLog, MetricsRow};
 use crate::training::observer::TrainingObserver;
 use crate::training::optimizer::{optimizer, schedule};
+
+/// Seed offset of the dropout stream, so that it is not the data stream.
+const DROPOUT_STREAM: u64 = 0xD0_0000_0000_0002;
 
 /// How a run begins.
 #[derive(Clone, Copy, Debug)]
@@ -116,21 +119,30 @@ pub fn train(
     result
 }
 
-/// Writes a new run's configuration (and vocabulary) into `dir`, after checking them all.
-fn create_run(dir: &ModelDir, config: &RunConfig, vocabulary: Option<&SubwordVocab>) -> Result<()> {
+/// Whether a logged training loss means the run diverged: not finite, or above both the first
+/// logged loss and four times the best so far. A learning run stays below its first loss
+/// (an untrained model's), and noise does not quadruple a loss; a learning rate far too high
+/// sends it to thousands within steps.
+fn diverged(loss: f64, first: f64, best: f64) -> bool {
+    !loss.is_finite() || loss > first.max(4.0 * best)
+}
+
+/// Writes a new run's configuration (and vocabulary) into `dir`, after checking them all, and
+/// holds the directory for the run.
+fn create_run(
+    dir: &ModelDir,
+    config: &RunConfig,
+    vocabulary: Option<&SubwordVocab>,
+) -> Result<RunLock> {
     config.validate()?;
     dir.ensure_vacant()?;
     match (&config.task, vocabulary) {
-        (RunTask::Translation(task), Some(vocabulary)) => {
-            if vocabulary.len() != task.vocab_size {
-                bail!(
-                    "the vocabulary has {} tokens, the configuration {}",
-                    vocabulary.len(),
-                    task.vocab_size
-                );
-            }
-            crate::error::create_dir_all(dir.path())?;
-            vocabulary.save(&dir.tokenizer_path())?;
+        (RunTask::Translation(task), Some(vocabulary)) if vocabulary.len() != task.vocab_size => {
+            bail!(
+                "the vocabulary has {} tokens, the configuration {}",
+                vocabulary.len(),
+                task.vocab_size
+            )
         }
         (RunTask::Translation(_), None) => {
             bail!("a new translation run needs its subword vocabulary")
@@ -138,9 +150,16 @@ fn create_run(dir: &ModelDir, config: &RunConfig, vocabulary: Option<&SubwordVoc
         (RunTask::Synthetic(_), Some(_)) => {
             bail!("a synthetic task has no subword vocabulary")
         }
-        (RunTask::Synthetic(_), None) => {}
+        _ => {}
     }
-    dir.save_config(config)
+    let lock = dir.lock()?;
+    // Another run may have taken the directory between the first look and the lock.
+    dir.ensure_vacant()?;
+    if let Some(vocabulary) = vocabulary {
+        vocabulary.save(&dir.tokenizer_path())?;
+    }
+    dir.save_config(config)?;
+    Ok(lock)
 }
 
 fn run(
@@ -149,12 +168,16 @@ fn run(
     device: &Device,
     observer: &mut dyn TrainingObserver,
 ) -> Result<TrainSummary> {
-    let config = match start {
+    let (config, _lock) = match start {
         Start::New { config, vocabulary } => {
-            create_run(dir, config, vocabulary)?;
-            config.clone()
+            let lock = create_run(dir, config, vocabulary)?;
+            (config.clone(), lock)
         }
-        Start::Resume => dir.load_config()?,
+        Start::Resume => {
+            dir.load_config()?; // a clear error, before the lock creates anything
+            let lock = dir.lock()?;
+            (dir.load_config()?, lock)
+        }
     };
     let t = &config.training;
     let mut data = TrainingData::new(&config, dir, &mut |line| observer.report(line))?;
@@ -169,12 +192,23 @@ fn run(
         elapsed_secs: 0.0,
     };
     if let Start::Resume = start {
-        (model, optimizer, state) = dir
-            .load_checkpoint(model, optimizer)
-            .context("cannot resume")?;
+        if dir.has_checkpoint() {
+            (model, optimizer, state) = dir
+                .load_checkpoint(model, optimizer)
+                .context("cannot resume")?;
+            observer.report(&format!("resuming at step {}", state.step));
+        } else {
+            observer.report(&format!(
+                "{} has no checkpoint yet (the run stopped before its first): training starts \
+                 again from step 0",
+                dir.path().display()
+            ));
+        }
     }
     let mut best = dir.best()?;
-    let mut log = MetricsLog::open(&dir.metrics_path())?;
+    // Rows logged after the checkpoint by an interrupted run are dropped: the resumed run
+    // logs those steps again.
+    let mut log = MetricsLog::open_after(&dir.metrics_path(), state.step)?;
     let schedule = schedule(&config);
     let total_steps = data.total_steps(t);
     let publish = match data {
@@ -187,6 +221,7 @@ fn run(
     let time_limit = t.time_limit_secs.map(Duration::from_secs_f64);
     let (mut window_tokens, mut window_start) = (0usize, Instant::now());
     let (mut first_loss, mut last_loss) = (None, f64::NAN);
+    let mut best_loss: Option<(f64, usize)> = None;
     let mut last_validation = Accuracy::default();
     let mut last_bleu = None;
 
@@ -197,6 +232,9 @@ fn run(
         let lr = schedule.lr(step);
 
         let examples = data.batch(step, t);
+        // Each step's dropout masks come from the run's seed and the step alone, so that a
+        // resumed run continues exactly as the uninterrupted one would have.
+        train_device.seed(step_seed(t.seed ^ DROPOUT_STREAM, step));
         let batch = Seq2SeqBatch::new(&examples, &train_device);
         let n_target_tokens = batch.n_target_tokens;
         let loss = batch.loss(&model, t.label_smoothing);
@@ -208,14 +246,23 @@ fn run(
         let mut progress_line = None;
         if let Some(loss) = logged_loss {
             let loss = loss.into_scalar::<f32>() as f64;
-            if !loss.is_finite() {
+            let first = *first_loss.get_or_insert(loss);
+            let (best, best_step) = *best_loss.get_or_insert((loss, step));
+            if diverged(loss, first, best) {
+                let checkpoint = dir.checkpoint_names()?.pop();
                 return Err(Error::Training(format!(
-                    "the training loss became {loss} at step {step}; lower the learning rate"
+                    "the training loss diverged at step {step}: {loss:.4} (first logged {first:.4}, \
+                     best {best:.4} at step {best_step}); lower the learning rate and train again{}",
+                    checkpoint
+                        .map(|c| format!(" ({c} holds the weights before it)"))
+                        .unwrap_or_default()
                 )));
+            }
+            if loss < best {
+                best_loss = Some((loss, step));
             }
             let tokens_per_sec = window_tokens as f64 / window_start.elapsed().as_secs_f64();
             (window_tokens, window_start) = (0, Instant::now());
-            first_loss.get_or_insert(loss);
             last_loss = loss;
             progress_line = Some(format!(
                 "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s"
@@ -342,6 +389,22 @@ mod tests {
     use crate::testing::temp_dir;
     use crate::training::observer::Silent;
     use crate::training::preset::Preset;
+
+    #[test]
+    fn divergence_is_a_non_finite_loss_or_one_far_above_both_the_first_and_the_best() {
+        assert!(!diverged(2.9, 3.0, 0.5), "below the first loss");
+        assert!(!diverged(1.9, 3.0, 0.5), "noise around a falling loss");
+        assert!(
+            diverged(3.1, 3.0, 0.5),
+            "worse than untrained and 6 × the best"
+        );
+        assert!(
+            !diverged(3.5, 3.0, 1.0),
+            "above the first but under 4 × the best"
+        );
+        assert!(diverged(1.2e6, 3.0, 2.8));
+        assert!(diverged(f64::NAN, 3.0, 0.5) && diverged(f64::INFINITY, 3.0, 0.5));
+    }
 
     #[test]
     fn a_new_run_checks_everything_before_it_writes() {
