@@ -11,6 +11,7 @@ use tf_model::Transformer;
 
 use crate::error::{self, Error, Result, ResultExt};
 use crate::store::atomic::write_atomic;
+use crate::store::checksum::{read_verified, write_with_checksum};
 use crate::store::model_dir::{MODEL_FILE, ModelDir, load_weights, weights_bytes};
 
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
@@ -58,8 +59,8 @@ impl ModelDir {
         error::create_dir_all(&tmp)?;
 
         let weights = weights_bytes(model)?;
-        write_atomic(&tmp.join(MODEL_FILE), &weights)?;
-        write_atomic(&tmp.join(OPTIMIZER_FILE), &optimizer.into_bytes()?)?;
+        write_with_checksum(&tmp.join(MODEL_FILE), &weights)?;
+        write_with_checksum(&tmp.join(OPTIMIZER_FILE), &optimizer.into_bytes()?)?;
         write_atomic(
             &tmp.join(STATE_FILE),
             serde_json::to_string_pretty(state)?.as_bytes(),
@@ -72,7 +73,7 @@ impl ModelDir {
         fs::rename(&tmp, &dest).map_err(|err| Error::io("publish", &dest, err))?;
         write_atomic(&self.root.join(LATEST_FILE), name.as_bytes())?;
         if publish == Publish::AsModel {
-            write_atomic(&self.root.join(MODEL_FILE), &weights)?;
+            write_with_checksum(&self.root.join(MODEL_FILE), &weights)?;
         }
         self.remove_old_checkpoints(keep.max(1))
     }
@@ -94,7 +95,7 @@ impl ModelDir {
         let dir = self.root.join(CHECKPOINTS_DIR).join(name.trim());
         let model = load_weights(model, &dir.join(MODEL_FILE))?;
         let optimizer_path = dir.join(OPTIMIZER_FILE);
-        let bytes = error::read(&optimizer_path)?;
+        let bytes = read_verified(&optimizer_path)?;
         let optimizer = optimizer
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|err| {

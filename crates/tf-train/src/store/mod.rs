@@ -4,4 +4,5 @@
 pub mod atomic;
 pub mod average;
 pub mod checkpoint;
+pub mod checksum;
 pub mod model_dir;

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! DIR/config.json                 RunConfig: model, task and training settings
-//! DIR/model.bpk                   the weights predict/eval/translate load: the newest
+//! DIR/model.bpk(.sha256)          the weights predict/eval/translate load: the newest
 //!                                 checkpoint's, or for translation the best by validation BLEU
 //! DIR/best.json                   translation: the step and BLEU of model.bpk
 //! DIR/tokenizer.json              translation: the subword vocabulary (Hugging Face format)
@@ -13,7 +13,8 @@
 //! DIR/checkpoints/step-NNNNNNNN/  model.bpk, optimizer.bpk, state.json
 //! ```
 //!
-//! Every file is written atomically ([`write_atomic`]).
+//! Every file is written atomically ([`write_atomic`]); each weights file has its SHA-256
+//! beside it (`model.bpk.sha256`, [`checksum`](super::checksum)), checked on load.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,7 @@ use tf_model::Transformer;
 use crate::data::subword::SubwordVocab;
 use crate::error::{self, Error, Result, ResultExt, bail};
 use crate::store::atomic::write_atomic;
+use crate::store::checksum::{read_verified, write_with_checksum};
 use crate::training::config::RunConfig;
 
 /// Name of the run's configuration file.
@@ -202,13 +204,13 @@ impl ModelDir {
     /// write).
     pub fn save_model(&self, config: &RunConfig, model: &Transformer) -> Result<()> {
         self.save_config(config)?;
-        write_atomic(&self.root.join(MODEL_FILE), &weights_bytes(model)?)
+        write_with_checksum(&self.root.join(MODEL_FILE), &weights_bytes(model)?)
     }
 
     /// Makes `model` the directory's weights (`model.bpk`), recording its step and BLEU in
     /// `best.json`.
     pub fn save_best(&self, model: &Transformer, best: &BestModel) -> Result<()> {
-        write_atomic(&self.root.join(MODEL_FILE), &weights_bytes(model)?)?;
+        write_with_checksum(&self.root.join(MODEL_FILE), &weights_bytes(model)?)?;
         write_atomic(
             &self.root.join(BEST_FILE),
             serde_json::to_string_pretty(best)?.as_bytes(),
@@ -263,7 +265,7 @@ pub(crate) fn weights_bytes(model: &Transformer) -> Result<Vec<u8>> {
 
 /// Loads weights from `path` into `model`, refusing missing, extra or mis-shaped tensors.
 pub(crate) fn load_weights(model: Transformer, path: &Path) -> Result<Transformer> {
-    let bytes = error::read(path)?;
+    let bytes = read_verified(path)?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|err| Error::format(path, "is not a weights file", format!("{err:?}")))?;
     model.try_load_record(record).map_err(|err| {
