@@ -78,11 +78,35 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.device == Backend::Wgpu {
+        give_graphics_libraries_a_runtime_dir();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Named, so that our errors are told apart from what a system library prints.
+            eprintln!("tf: error: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The Vulkan drivers WGPU loads may connect to a Wayland display, and libwayland prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set" on a machine without a desktop session,
+/// though nothing fails. Where the variable is unset, it gets a private directory of this
+/// user's, as a session would provide.
+fn give_graphics_libraries_a_runtime_dir() {
+    #[cfg(unix)]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+        let dir = std::env::temp_dir().join(format!("tf-runtime-{uid}"));
+        let private = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)));
+        if private.is_ok() {
+            // SAFETY: at the start of `main`, before any thread is spawned, nothing else reads
+            // or writes the environment.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
     }
 }

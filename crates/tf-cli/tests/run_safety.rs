@@ -199,3 +199,85 @@ fn two_runs_started_at_once_on_one_directory_cannot_both_write_it() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Unmounts the small file system of a test when it ends, however it ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint_loadable_and_says_so() {
+    let mount = std::env::temp_dir().join(format!("tf-full-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&mount).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mount)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        let _ = std::fs::remove_dir_all(&mount);
+        eprintln!("skipped: cannot mount a small tmpfs here (it needs root)");
+        return;
+    }
+    let _unmount = Mounted(mount.clone());
+    let dir = mount.join("run");
+    let out = run(&train_args(&dir));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Ask for more steps, fill the disk, and resume: the next checkpoint cannot be written.
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["training"]["steps"] = serde_json::json!(300);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(mount.join("filler")).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while filler.write_all(&chunk).is_ok() {}
+        let _ = filler.sync_all();
+    }
+    let out = run(&[
+        "train".into(),
+        "--resume".into(),
+        "--out".into(),
+        dir.display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+
+    // What was there still loads: the model and the last complete checkpoint.
+    let model_dir = ModelDir::new(&dir);
+    model_dir
+        .load_model(&Device::flex(), Dropout::AsConfigured)
+        .unwrap();
+    let names = model_dir.checkpoint_names().unwrap();
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("step-00000150"),
+        "{names:?}"
+    );
+    model_dir
+        .load_checkpoint_model("step-00000150", &Device::flex())
+        .unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "half-written files left: {leftovers:?}"
+    );
+}

@@ -81,7 +81,10 @@ impl SubwordVocab {
 
     /// Loads `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
-        let tokenizer = Tokenizer::from_file(path)
+        // The tokenizers library panics on some malformed files (a broken decoder section):
+        // caught, so that a damaged file is an error naming it like any other.
+        let tokenizer = std::panic::catch_unwind(|| Tokenizer::from_file(path))
+            .map_err(|_| Error::format(path, "is not a tokenizer file", "it cannot be parsed"))?
             .map_err(|err| Error::format(path, "is not a tokenizer file", err))?;
         let vocab = Self { tokenizer };
         vocab

@@ -3,39 +3,78 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    stage(path, bytes)?.commit()
+}
+
+/// The new content of a file, written and synced under a temporary name beside it, waiting to
+/// replace the file ([`commit`](Self::commit)); dropped uncommitted, it is removed. Staging
+/// several files before committing any lets them change together as far as a full disk or a
+/// write error goes: those happen while staging, and a commit only renames.
+#[derive(Debug)]
+pub struct StagedFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+/// Writes `bytes` beside `path` under a temporary name, synced, for [`StagedFile::commit`].
+pub fn stage(path: &Path, bytes: &[u8]) -> Result<StagedFile> {
     let Some(name) = path.file_name() else {
         return Err(Error::invalid(format!(
             "{} names no file to write",
             path.display()
         )));
     };
-    let tmp = dir.join(format!(
+    let tmp = directory_of(path).join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
         std::process::id()
     ));
-    let write = || -> std::io::Result<()> {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        File::open(dir)?.sync_all()
+    let staged = StagedFile {
+        tmp,
+        path: path.to_path_buf(),
+        committed: false,
     };
-    write().map_err(|err| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("write", path, err)
-    })
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(&staged.tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    write().map_err(|err| Error::io("write", path, err))?;
+    Ok(staged)
+}
+
+impl StagedFile {
+    /// Renames the new content over the file, and makes the rename durable.
+    pub fn commit(mut self) -> Result<()> {
+        fs::rename(&self.tmp, &self.path)
+            .and_then(|()| File::open(directory_of(&self.path))?.sync_all())
+            .map_err(|err| Error::io("write", &self.path, err))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The directory a file is in (`.` for a bare name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 #[cfg(test)]

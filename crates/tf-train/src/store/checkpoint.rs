@@ -59,12 +59,19 @@ impl ModelDir {
         error::create_dir_all(&tmp)?;
 
         let weights = weights_bytes(model)?;
-        write_with_checksum(&tmp.join(MODEL_FILE), &weights)?;
-        write_with_checksum(&tmp.join(OPTIMIZER_FILE), &optimizer.into_bytes()?)?;
-        write_atomic(
-            &tmp.join(STATE_FILE),
-            serde_json::to_string_pretty(state)?.as_bytes(),
-        )?;
+        let written = (|| {
+            write_with_checksum(&tmp.join(MODEL_FILE), &weights)?;
+            write_with_checksum(&tmp.join(OPTIMIZER_FILE), &optimizer.into_bytes()?)?;
+            write_atomic(
+                &tmp.join(STATE_FILE),
+                serde_json::to_string_pretty(state)?.as_bytes(),
+            )
+        })();
+        if let Err(err) = written {
+            // A full disk, say: leave no half checkpoint taking its space.
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(err);
+        }
 
         let dest = checkpoints.join(&name);
         if dest.exists() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{self, Error, Result};
-use crate::store::atomic::write_atomic;
+use crate::store::atomic::stage;
 
 /// The SHA-256 of `bytes`, as 64 lowercase hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -28,12 +28,15 @@ pub fn checksum_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `bytes` to `path` and then its checksum, each atomically.
+/// Writes `bytes` to `path` and its checksum beside it. Both are staged before either replaces
+/// the old file, so a full disk or a write error leaves the old pair as it was.
 pub fn write_with_checksum(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, bytes)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let line = format!("{}  {name}\n", sha256_hex(bytes));
-    write_atomic(&checksum_path(path), line.as_bytes())
+    let weights = stage(path, bytes)?;
+    let checksum = stage(&checksum_path(path), line.as_bytes())?;
+    weights.commit()?;
+    checksum.commit()
 }
 
 /// Reads `path`, refusing it when it no longer matches its recorded checksum.

@@ -52,12 +52,13 @@ impl MetricsLog {
             let kept: String = text
                 .lines()
                 .filter(|line| {
+                    // A row cut short by a full disk or a kill has too few fields: dropped too.
+                    let fields: Vec<&str> = line.split(',').collect();
                     *line == HEADER
-                        || line
-                            .split(',')
-                            .next()
-                            .and_then(|s| s.parse::<usize>().ok())
-                            .is_some_and(|row_step| row_step <= step)
+                        || (fields.len() == HEADER.split(',').count()
+                            && fields[0]
+                                .parse::<usize>()
+                                .is_ok_and(|row_step| row_step <= step))
                 })
                 .map(|line| format!("{line}\n"))
                 .collect();
