@@ -26,13 +26,25 @@ pub struct TaskArgs {
     #[arg(long, value_enum, default_value_t = TaskChoice::Reverse)]
     pub task: TaskChoice,
     /// Distinct symbols in the task's sequences.
-    #[arg(long, default_value_t = 10)]
+    #[arg(
+        long,
+        default_value_t = 10,
+        help_heading = "Synthetic tasks (copy, reverse, sort)"
+    )]
     pub symbols: usize,
     /// Shortest training sequence.
-    #[arg(long, default_value_t = 1)]
+    #[arg(
+        long,
+        default_value_t = 1,
+        help_heading = "Synthetic tasks (copy, reverse, sort)"
+    )]
     pub min_len: usize,
     /// Longest training sequence.
-    #[arg(long, default_value_t = 12)]
+    #[arg(
+        long,
+        default_value_t = 12,
+        help_heading = "Synthetic tasks (copy, reverse, sort)"
+    )]
     pub max_len: usize,
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
@@ -77,7 +77,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    if let Some(("train", train)) = matches.subcommand()
+        && let Err(err) = train::refuse_other_tasks_flags(train)
+    {
+        eprintln!("tf: error: {err:#}");
+        return ExitCode::FAILURE;
+    }
     if cli.device == Backend::Wgpu {
         give_graphics_libraries_a_runtime_dir();
     }

@@ -877,6 +877,37 @@ fn broken_corpora_stop_translation_training_with_the_file_named() {
 }
 
 #[test]
+fn flags_of_another_task_are_refused_naming_their_task() {
+    for (flags, message) in [
+        (
+            &["--task", "translation", "--batch-size", "8"][..],
+            "--batch-size is for the synthetic tasks",
+        ),
+        (
+            &["--task", "copy", "--vocab-size", "10"][..],
+            "--vocab-size is for --task translation",
+        ),
+        (&["--epochs", "3"][..], "--epochs is for --task translation"),
+        (
+            &["--resume", "--steps", "5"][..],
+            "--steps would be ignored",
+        ),
+    ] {
+        let out_dir = std::env::temp_dir().join(format!("tf-cli-foreign-{}", std::process::id()));
+        let mut args = vec!["train", "--out", out_dir.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let out = tf(&args);
+        assert!(!out.status.success(), "{flags:?}");
+        assert!(
+            stderr(&out).contains(message),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+        assert!(!out_dir.exists(), "{flags:?}: nothing written");
+    }
+}
+
+#[test]
 fn an_invalid_translation_run_writes_nothing_not_even_its_vocabulary() {
     let root = std::env::temp_dir().join(format!("tf-cli-invalid-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);

@@ -3,10 +3,11 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 use tf_train::data::translation::TranslationTask;
 use tf_train::training::preset::Preset;
 use tf_train::{ModelDir, RunConfig, RunTask, Start, TrainingConfig, train};
@@ -34,6 +35,7 @@ pub struct TrainArgs {
 
 /// The corpus and vocabulary of `--task translation`.
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Translation (--task translation)")]
 struct TranslationArgs {
     /// Directory of the parallel corpus: SPLIT.LANG or SPLIT.LANG.gz, one sentence a line.
     #[arg(long, default_value = "../shared/data/multi30k")]
@@ -81,6 +83,7 @@ impl TranslationArgs {
 
 /// The model's size; each flag overrides the task's preset.
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Model")]
 struct ModelArgs {
     /// Model width d_model [default: 128; translation 256].
     #[arg(long)]
@@ -132,19 +135,20 @@ fn parse_lr(text: &str) -> Result<PeakLr, String> {
 /// How a model is trained (recorded in the model directory). Defaults are
 /// [`TrainingConfig::default`]'s; where the task changes one, the flag says so.
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Training")]
 struct TrainingArgs {
     /// Optimizer steps [default: 3500; translation: as many as --epochs take].
     #[arg(long)]
     steps: Option<usize>,
-    /// Passes over the training data (translation) [default: 20].
-    #[arg(long)]
+    /// Passes over the training data [default: 20].
+    #[arg(long, help_heading = "Translation (--task translation)")]
     epochs: Option<usize>,
     /// Stop training after this many minutes of wall time, validating and checkpointing first;
     /// a budget, so a slower machine trains fewer epochs [default: none; translation 85].
     #[arg(long)]
     max_minutes: Option<f64>,
     /// Sequences per batch (synthetic tasks; translation batches by --batch-tokens).
-    #[arg(long, default_value_t = TrainingConfig::default().batch_size)]
+    #[arg(long, default_value_t = TrainingConfig::default().batch_size, help_heading = "Synthetic tasks (copy, reverse, sort)")]
     batch_size: usize,
     /// Peak learning rate, reached at the end of warm-up; the schedule keeps the paper's shape
     /// (linear warm-up, inverse square root decay). "paper" gives the paper's own peak,
@@ -165,20 +169,20 @@ struct TrainingArgs {
     #[arg(long, default_value_t = TrainingConfig::default().seed)]
     seed: u64,
     /// Validate every this many steps (synthetic tasks; translation validates each epoch).
-    #[arg(long, default_value_t = TrainingConfig::default().eval_every)]
+    #[arg(long, default_value_t = TrainingConfig::default().eval_every, help_heading = "Synthetic tasks (copy, reverse, sort)")]
     eval_every: usize,
     /// Validation sequences (translation: the first N validation sentences, for BLEU).
     #[arg(long, default_value_t = TrainingConfig::default().eval_samples)]
     eval_samples: usize,
     /// Checkpoint every this many steps (synthetic tasks; translation checkpoints each epoch).
-    #[arg(long, default_value_t = TrainingConfig::default().checkpoint_every)]
+    #[arg(long, default_value_t = TrainingConfig::default().checkpoint_every, help_heading = "Synthetic tasks (copy, reverse, sort)")]
     checkpoint_every: usize,
     /// Checkpoints kept on disk (the newest); `tf average` averages some of them.
     #[arg(long, default_value_t = TrainingConfig::default().keep_checkpoints)]
     keep_checkpoints: usize,
     /// Translation: at the end, also validate the mean of the newest N checkpoints, and keep it
     /// as the model if its BLEU is at least the best checkpoint's (1 = off).
-    #[arg(long, default_value_t = TrainingConfig::default().average_last)]
+    #[arg(long, default_value_t = TrainingConfig::default().average_last, help_heading = "Translation (--task translation)")]
     average_last: usize,
 }
 
@@ -226,6 +230,74 @@ impl TrainArgs {
         preset.training = self.training.apply(preset.training);
         preset
     }
+}
+
+/// Flags that only the synthetic tasks read.
+const SYNTHETIC_FLAGS: [&str; 6] = [
+    "symbols",
+    "min_len",
+    "max_len",
+    "batch_size",
+    "eval_every",
+    "checkpoint_every",
+];
+
+/// Flags that only translation reads.
+const TRANSLATION_FLAGS: [&str; 11] = [
+    "data",
+    "src",
+    "tgt",
+    "train_split",
+    "valid_split",
+    "vocab_size",
+    "min_frequency",
+    "max_tokens",
+    "batch_tokens",
+    "epochs",
+    "average_last",
+];
+
+/// Refuses a flag given on the command line that the chosen task would ignore, naming the task
+/// it belongs to (a resumed run's settings are its saved ones: no model or task flag applies).
+pub fn refuse_other_tasks_flags(matches: &ArgMatches) -> Result<()> {
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let flag = |id: &str| format!("--{}", id.replace('_', "-"));
+    if matches.get_flag("resume") {
+        let ignored: Vec<String> = matches
+            .ids()
+            .map(|id| id.as_str())
+            // Flags only: clap also lists each flattened struct as a group (`TrainingArgs`).
+            .filter(|id| id.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .filter(|&id| id != "out" && id != "resume" && id != "device" && given(id))
+            .map(flag)
+            .collect();
+        if !ignored.is_empty() {
+            bail!(
+                "--resume continues with the run's saved settings; {} would be ignored",
+                ignored.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    let translation = matches.get_one::<TaskChoice>("task") == Some(&TaskChoice::Translation);
+    let (foreign, owner) = if translation {
+        (
+            &SYNTHETIC_FLAGS[..],
+            "the synthetic tasks (copy, reverse, sort)",
+        )
+    } else {
+        (&TRANSLATION_FLAGS[..], "--task translation")
+    };
+    if let Some(id) = foreign.iter().find(|id| given(id)) {
+        bail!(
+            "{} is for {owner}, not for --task {}",
+            flag(id),
+            matches
+                .get_one::<TaskChoice>("task")
+                .map_or("reverse".into(), |t| format!("{t:?}").to_lowercase())
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: TrainArgs, device: &Device) -> Result<()> {

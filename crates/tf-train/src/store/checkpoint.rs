@@ -41,7 +41,7 @@ pub enum Publish {
 
 impl ModelDir {
     /// Writes a checkpoint: the checkpoint directory first (under a temporary name, renamed when
-    /// complete), then `latest`, then, with [`Publish::AsModel`], the top-level weights; then
+    /// complete), then, with [`Publish::AsModel`], the top-level weights, then `latest`; then
     /// drops all but the newest `keep` checkpoints.
     pub fn save_checkpoint(
         &self,
@@ -78,10 +78,13 @@ impl ModelDir {
             fs::remove_dir_all(&dest).map_err(|err| Error::io("remove", &dest, err))?;
         }
         fs::rename(&tmp, &dest).map_err(|err| Error::io("publish", &dest, err))?;
-        write_atomic(&self.root.join(LATEST_FILE), name.as_bytes())?;
+        // The model before `latest`: a run killed in between resumes from the checkpoint
+        // before and publishes again, where the other order could leave `latest` ahead of
+        // the model with nothing left to train.
         if publish == Publish::AsModel {
             write_with_checksum(&self.root.join(MODEL_FILE), &weights)?;
         }
+        write_atomic(&self.root.join(LATEST_FILE), name.as_bytes())?;
         self.remove_old_checkpoints(keep.max(1))
     }
 

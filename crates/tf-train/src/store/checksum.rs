@@ -29,14 +29,33 @@ pub fn checksum_path(path: &Path) -> PathBuf {
 }
 
 /// Writes `bytes` to `path` and its checksum beside it. Both are staged before either replaces
-/// the old file, so a full disk or a write error leaves the old pair as it was.
+/// the old file, so a full disk or a write error leaves the old pair as it was. The new checksum
+/// file also records the old file's checksum (`# previous HASH`) and replaces it first, so a
+/// program killed between the two renames leaves a pair that still verifies.
 pub fn write_with_checksum(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let line = format!("{}  {name}\n", sha256_hex(bytes));
+    let mut text = format!("{}  {name}\n", sha256_hex(bytes));
+    if let Some(old) = recorded(&checksum_path(path)).and_then(|hashes| hashes.into_iter().next()) {
+        text.push_str(&format!("# previous {old}\n"));
+    }
     let weights = stage(path, bytes)?;
-    let checksum = stage(&checksum_path(path), line.as_bytes())?;
-    weights.commit()?;
-    checksum.commit()
+    let checksum = stage(&checksum_path(path), text.as_bytes())?;
+    checksum.commit()?;
+    weights.commit()
+}
+
+/// The hashes a checksum file records: the current one first, then the previous one.
+fn recorded(sidecar: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(sidecar).ok()?;
+    let mut lines = text.lines();
+    let current = lines.next()?.split_whitespace().next()?.to_string();
+    let previous = lines.find_map(|line| line.strip_prefix("# previous ").map(str::trim));
+    Some(
+        [Some(current), previous.map(str::to_string)]
+            .into_iter()
+            .flatten()
+            .collect(),
+    )
 }
 
 /// Reads `path`, refusing it when it no longer matches its recorded checksum.
@@ -46,17 +65,20 @@ pub fn read_verified(path: &Path) -> Result<Vec<u8>> {
     if !sidecar.is_file() {
         return Ok(bytes); // written before checksums were recorded
     }
-    let recorded = error::read_to_string(&sidecar)?;
-    let expected = recorded.split_whitespace().next().unwrap_or_default();
-    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let text = error::read_to_string(&sidecar)?;
+    let hashes = recorded(&sidecar).unwrap_or_default();
+    let is_hash = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    if hashes.is_empty() || !hashes.iter().all(is_hash) {
         return Err(Error::format(
             &sidecar,
             "is not a SHA-256 checksum",
-            recorded.trim(),
+            text.trim(),
         ));
     }
+    let expected = &hashes[0];
     let actual = sha256_hex(&bytes);
-    if !actual.eq_ignore_ascii_case(expected) {
+    // The previous file's hash is accepted too: what a kill between the two renames leaves.
+    if !hashes.iter().any(|h| actual.eq_ignore_ascii_case(h)) {
         return Err(Error::format(
             path,
             "does not match its checksum",
@@ -99,7 +121,18 @@ mod tests {
             "{err}"
         );
 
+        // A second write records the first as previous; a kill between the renames leaves the
+        // old file with the new checksum file, which still verifies.
+        write_with_checksum(&path, b"weights").unwrap();
+        write_with_checksum(&path, b"weights, later").unwrap();
+        std::fs::write(&path, b"weights").unwrap();
+        assert_eq!(read_verified(&path).unwrap(), b"weights");
+        let sidecar = std::fs::read_to_string(checksum_path(&path)).unwrap();
+        let previous = format!("# previous {}", sha256_hex(b"weights"));
+        assert!(sidecar.contains(&previous), "{sidecar}");
+
         std::fs::remove_file(checksum_path(&path)).unwrap();
+        std::fs::write(&path, b"weightz").unwrap();
         assert_eq!(
             read_verified(&path).unwrap(),
             b"weightz",
