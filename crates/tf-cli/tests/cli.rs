@@ -349,8 +349,10 @@ fn attention_heads_and_prune_inspect_a_trained_model() {
         "{}",
         data.info.model
     );
+    // Neither --out nor --html: the pictures go into the model directory.
     let out = tf(&["attention", "--model", model, "1 2 3"]);
-    assert!(!out.status.success(), "neither --out nor --html");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.join("attention/cross.png").is_file());
 
     // Statistics with importance, as a table, CSV and JSON.
     let csv = dir.join("heads.csv");

@@ -15,14 +15,14 @@ use tf_train::{ModelDir, RunTask};
 use crate::commands::predict::{ensure_source_fits, parse_input};
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("written").required(true).multiple(true).args(["out", "html"])))]
 pub struct AttentionArgs {
     /// Model directory written by `tf train`.
     #[arg(long)]
     model: PathBuf,
     /// The input: a sequence such as "3 1 4 1 5", or a sentence for a translation model.
     input: String,
-    /// Directory to write the pictures and attention.json into (created if missing).
+    /// Directory to write the pictures and attention.json into (created if missing)
+    /// [default: MODEL/attention, unless only --html is given].
     #[arg(long)]
     out: Option<PathBuf>,
     /// An interactive page to write: one self-contained HTML file (head view, model view,
@@ -62,7 +62,12 @@ pub fn run(args: AttentionArgs, device: &Device) -> Result<()> {
     };
     println!("input   {}", maps.source.join(" "));
     println!("output  {}", maps.output.join(" "));
-    if let Some(out) = &args.out {
+    let out = match (&args.out, &args.html) {
+        (Some(out), _) => Some(out.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(args.model.join("attention")),
+    };
+    if let Some(out) = &out {
         let written = maps.write(out)?;
         println!(
             "wrote {} files into {} (per head: encoder-self/, decoder-self/, cross/; grids: encoder-self.png, decoder-self.png, cross.png; weights: attention.json)",
