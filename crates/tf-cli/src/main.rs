@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    attention, average, bleu, eval, heads, import_torch, predict, prune, train, translate,
+    attention, average, bleu, eval, heads, import_torch, plot, predict, prune, train, translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -71,6 +71,9 @@ enum Command {
     /// Average the weights of the last N checkpoints into a new model directory (the paper
     /// averaged its last 5).
     Average(average::AverageArgs),
+    /// Learning curves (losses, validation BLEU or exact match, learning rate) of one run or
+    /// several on one picture.
+    Plot(plot::PlotArgs),
     /// Corpus BLEU of a hypothesis file against a reference file, one segment a line, exactly
     /// as sacreBLEU's default (13a tokenizer, case-sensitive, exponential smoothing).
     Bleu(bleu::BleuArgs),
@@ -130,6 +133,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Heads(args) => heads::run(args, &device),
         Command::Prune(args) => prune::run(args, &device),
         Command::Bleu(args) => bleu::run(args),
+        Command::Plot(args) => plot::run(args),
         Command::Average(args) => average::run(args, &device),
     }
 }

@@ -72,6 +72,8 @@ fn trained_model(name: &str) -> PathBuf {
     let out = tf(&args);
     assert!(out.status.success(), "train failed: {}", stderr(&out));
     assert!(stdout(&out).contains("done: 30 steps"), "{}", stdout(&out));
+    let (w, h) = png_size(&dir.join("curves.png"));
+    assert!(w >= 1000 && h >= 800, "learning curves {w}x{h}");
     dir
 }
 
@@ -876,6 +878,36 @@ fn broken_corpora_stop_translation_training_with_the_file_named() {
         assert!(!root.join(name).exists(), "{name}: nothing written");
     }
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn plot_draws_several_runs_on_one_picture() {
+    let (a, b) = (trained_model("plot-a"), trained_model("plot-b"));
+    let stem = a.join("both");
+    let out = tf(&[
+        "plot",
+        "--model",
+        model_arg(&a),
+        "--model",
+        model_arg(&b),
+        "--out",
+        stem.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    for name in [a.file_name(), b.file_name()] {
+        let name = name.unwrap().to_str().unwrap();
+        assert!(svg.contains(name), "legend names {name}");
+    }
+    let out = tf(&["plot", "--model", "/nonexistent/run"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("has no metrics.csv"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
 }
 
 #[test]

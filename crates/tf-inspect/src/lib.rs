@@ -8,6 +8,7 @@
 //!   alignment with a synthetic task's ground truth.
 //! - [`importance`]: head importance after Michel et al. (2019), and the least important heads.
 //! - [`prune`]: a sweep of accuracy against heads removed, in importance order.
+//! - [`curves`]: learning curves of one run or several, from their metrics logs.
 //! - [`plot`]: heatmaps and line plots with plotters and an embedded font.
 //! - [`viewer`]: one self-contained HTML page to explore the attention of a decoding
 //!   interactively (head view, model view, alignment matrix, SVG export).
@@ -16,6 +17,7 @@
 //! `heads` and `prune` commands are thin layers over it.
 
 pub mod attention_maps;
+pub mod curves;
 pub mod error;
 pub mod head_stats;
 pub mod importance;

@@ -48,6 +48,10 @@ enum Picture<'a> {
         axes: &'a Axes,
         series: &'a [Series],
     },
+    Panels {
+        title: &'a str,
+        panels: &'a [Panel],
+    },
 }
 
 impl Picture<'_> {
@@ -60,6 +64,15 @@ impl Picture<'_> {
                 axes,
                 series,
             } => draw_lines(area, title, axes, series),
+            Self::Panels { title, panels } => {
+                let area = area.titled(title, (FONT, 24)).map_err(plot_error)?;
+                let cols = panels.len().clamp(1, 2);
+                let rows = panels.len().div_ceil(cols).max(1);
+                for (cell, panel) in area.split_evenly((rows, cols)).iter().zip(panels.iter()) {
+                    draw_lines(cell, &panel.title, &panel.axes, &panel.series)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -269,6 +282,24 @@ impl Axes {
             y_max: None,
         }
     }
+}
+
+/// One chart of a [`panels_plot`].
+#[derive(Clone, Debug)]
+pub struct Panel {
+    /// Caption.
+    pub title: String,
+    /// Its axes.
+    pub axes: Axes,
+    /// Its lines.
+    pub series: Vec<Series>,
+}
+
+/// Several line charts in a grid of two columns under one title: writes `stem.png` and
+/// `stem.svg`.
+pub fn panels_plot(stem: &Path, title: &str, panels: &[Panel]) -> Result<Vec<PathBuf>> {
+    let rows = panels.len().div_ceil(2).max(1) as u32;
+    Picture::Panels { title, panels }.write(stem, (1200, 60 + 420 * rows))
 }
 
 /// Lines of `y` against `x`: writes `stem.png` and `stem.svg`.

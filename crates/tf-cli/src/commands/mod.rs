@@ -6,6 +6,7 @@ pub mod bleu;
 pub mod eval;
 pub mod heads;
 pub mod import_torch;
+pub mod plot;
 pub mod predict;
 pub mod prune;
 pub mod train;

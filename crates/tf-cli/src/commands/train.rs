@@ -8,6 +8,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
+use tf_inspect::curves::write_curves;
 use tf_train::data::translation::TranslationTask;
 use tf_train::training::preset::Preset;
 use tf_train::{ModelDir, RunConfig, RunTask, Start, TrainingConfig, train};
@@ -391,6 +392,15 @@ pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
         ),
     }
     println!("model written to {}", args.out.display());
+    let curves = crate::commands::plot::metrics_of(&args.out).and_then(|run| {
+        let title = format!("{}", args.out.display());
+        Ok(write_curves(&args.out.join("curves"), &title, &[run])?)
+    });
+    match curves {
+        Ok(paths) => println!("learning curves: {}", paths[0].display()),
+        // The model is written; a picture that cannot be drawn is worth a warning only.
+        Err(err) => eprintln!("warning: no learning curves: {err:#}"),
+    }
     Ok(())
 }
 

@@ -37,6 +37,68 @@ pub struct MetricsRow {
     pub bleu: Option<f64>,
 }
 
+/// The rows of a metrics log (what `tf plot` draws).
+///
+/// # Errors
+/// If the file cannot be read, or a row is not one this module writes.
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
+    let text = crate::error::read_to_string(path)?;
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        return Err(Error::format(
+            path,
+            "is not a metrics log",
+            "its first line is not the header",
+        ));
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            parse_row(line).ok_or_else(|| {
+                Error::format(
+                    path,
+                    "is not a metrics log",
+                    format!("line {} is not a row", i + 2),
+                )
+            })
+        })
+        .collect()
+}
+
+/// One CSV row, as [`MetricsLog::append`] writes it.
+fn parse_row(line: &str) -> Option<MetricsRow> {
+    let fields: Vec<&str> = line.split(',').collect();
+    if fields.len() != HEADER.split(',').count() {
+        return None;
+    }
+    let number = |s: &str| s.parse::<f64>().ok();
+    let optional = |s: &str| {
+        if s.is_empty() {
+            Some(None)
+        } else {
+            number(s).map(Some)
+        }
+    };
+    Some(MetricsRow {
+        step: fields[0].parse().ok()?,
+        split: ["train", "valid", "average"]
+            .into_iter()
+            .find(|&s| s == fields[1])?,
+        loss: number(fields[2])?,
+        lr: number(fields[3])?,
+        token_accuracy: optional(fields[4])?,
+        exact_match: optional(fields[5])?,
+        target_tokens_per_sec: optional(fields[6])?,
+        elapsed_secs: number(fields[7])?,
+        epoch: if fields[8].is_empty() {
+            None
+        } else {
+            Some(fields[8].parse().ok()?)
+        },
+        bleu: optional(fields[9])?,
+    })
+}
+
 /// Appends rows to a CSV file, writing the header when the file is new.
 pub struct MetricsLog {
     out: BufWriter<File>,
@@ -138,6 +200,7 @@ mod tests {
         };
         MetricsLog::open(&path).unwrap().append(&row).unwrap();
         MetricsLog::open(&path).unwrap().append(&row).unwrap();
+        assert_eq!(read_metrics(&path).unwrap(), [row.clone(), row.clone()]);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
