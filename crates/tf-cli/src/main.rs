@@ -88,6 +88,7 @@ fn main() -> ExitCode {
         eprintln!("tf: error: {err:#}");
         return ExitCode::FAILURE;
     }
+    make_the_chosen_device_the_default(cli.device);
     if cli.device == Backend::Wgpu {
         give_graphics_libraries_a_runtime_dir();
     }
@@ -98,6 +99,18 @@ fn main() -> ExitCode {
             eprintln!("tf: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// burn materialises some tensors on its default device, which is the GPU backend whenever one
+/// is compiled in: a resumed run's optimizer state, for one (burn-optim's `load_record`). On a
+/// CPU run that started WGPU, and with it the Vulkan drivers and what they print. `BURN_DEVICE`
+/// names burn's default device; unless the user set it, it becomes the device chosen here.
+fn make_the_chosen_device_the_default(device: Backend) {
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: at the start of `main`, before any thread is spawned, nothing else reads or
+        // writes the environment.
+        unsafe { std::env::set_var("BURN_DEVICE", device.name()) };
     }
 }
 

@@ -364,8 +364,10 @@ pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
             (config, summary)
         }
     };
-    let losses = if summary.first_loss.is_nan() {
+    let losses = if summary.steps_this_run == 0 {
         "; nothing left to train".to_string()
+    } else if summary.first_loss.is_nan() {
+        format!("; {} steps trained", summary.steps_this_run)
     } else {
         format!(
             "; train loss {:.4} -> {:.4}",

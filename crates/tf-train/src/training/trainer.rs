@@ -51,6 +51,8 @@ pub enum Start<'a> {
 pub struct TrainSummary {
     /// Steps taken in total.
     pub steps: usize,
+    /// Steps taken by this call (fewer than `steps` after a resume; 0 when nothing was left).
+    pub steps_this_run: usize,
     /// Training loss at the first logged step of this invocation.
     pub first_loss: f64,
     /// Training loss at the last logged step.
@@ -215,6 +217,7 @@ fn run(
         TrainingData::Synthetic { .. } => Publish::AsModel,
         TrainingData::Translation { .. } => Publish::CheckpointOnly,
     };
+    let first_step = state.step;
     observer.started(state.step, total_steps);
 
     let started = Instant::now() - Duration::from_secs_f64(state.elapsed_secs);
@@ -373,6 +376,7 @@ fn run(
     }
     Ok(TrainSummary {
         steps: state.step,
+        steps_this_run: state.step - first_step,
         first_loss: first_loss.unwrap_or(f64::NAN),
         last_loss,
         validation: last_validation,
