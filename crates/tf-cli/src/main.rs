@@ -115,9 +115,9 @@ fn make_the_chosen_device_the_default(device: Backend) {
 }
 
 /// The Vulkan drivers WGPU loads may connect to a Wayland display, and libwayland prints
-/// "error: XDG_RUNTIME_DIR is invalid or not set" on a machine without a desktop session,
+/// "error: XDG_RUNTIME_DIR is invalid or not set" on a machine with no display server,
 /// though nothing fails. Where the variable is unset, it gets a private directory of this
-/// user's, as a session would provide.
+/// user's, as a login would provide.
 fn give_graphics_libraries_a_runtime_dir() {
     #[cfg(unix)]
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {

@@ -77,8 +77,9 @@ impl Sums {
             entropy: self.entropy / rows,
             distance: self.distance / rows,
             max_weight: self.max_weight / rows,
-            alignment: (head.block.kind == AttentionKind::Cross)
-                .then(|| self.aligned as f64 / self.aligned_rows.max(1) as f64),
+            // Measured where rows came with a ground truth (cross-attention on task samples).
+            alignment: (self.aligned_rows > 0)
+                .then(|| self.aligned as f64 / self.aligned_rows as f64),
             importance: None,
         }
     }
@@ -96,12 +97,10 @@ pub fn sentence_statistics(maps: &AttentionMaps) -> Vec<HeadStats> {
                 for (i, row) in rows.iter().enumerate() {
                     sums.add_row(i, row, None);
                 }
-                let mut stats = sums.finish(HeadId {
+                sums.finish(HeadId {
                     block: block.block,
                     head,
-                });
-                stats.alignment = None;
-                stats
+                })
             })
         })
         .collect()

@@ -114,11 +114,11 @@ impl ViewerData {
                             .collect()
                     })
                     .collect(),
-                stats: block
-                    .heads
-                    .iter()
-                    .zip(&mut stats)
-                    .map(|(_, s)| SentenceHeadStats {
+                // The statistics come head by head in block order: this block's are next.
+                stats: stats
+                    .by_ref()
+                    .take(block.heads.len())
+                    .map(|s| SentenceHeadStats {
                         entropy: round3(s.entropy),
                         distance: round3(s.distance),
                         confidence: round3(s.max_weight),

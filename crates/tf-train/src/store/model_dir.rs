@@ -259,8 +259,8 @@ fn nest_layer_settings(mut json: Value) -> Value {
 }
 
 /// The weights of `model` as burn's record bytes.
-pub(crate) fn weights_bytes(model: &Transformer) -> Result<Vec<u8>> {
-    Ok(model.clone().into_record().into_bytes()?.to_vec())
+pub(crate) fn weights_bytes(model: &Transformer) -> Result<Bytes> {
+    Ok(model.clone().into_record().into_bytes()?)
 }
 
 /// Loads weights from `path` into `model`, refusing missing, extra or mis-shaped tensors.

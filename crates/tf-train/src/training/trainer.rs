@@ -63,7 +63,7 @@ pub struct TrainSummary {
     pub bleu: Option<f64>,
     /// The weights in `model.bpk` (translation: the best by validation BLEU).
     pub best: Option<BestModel>,
-    /// Wall time of the run, seconds (resumed runs include earlier sessions).
+    /// Wall time of the run, seconds (a resumed run includes the time before the interruption).
     pub elapsed_secs: f64,
 }
 
