@@ -1,5 +1,6 @@
 //! Arguments several commands share: the task a model is for, and where input lines come from.
 
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -63,21 +64,20 @@ impl TaskArgs {
     }
 }
 
-/// Every line of a UTF-8 file, or of stdin when `path` is `None` (none for empty input);
-/// invalid UTF-8 is an error naming its line.
+/// Every line of a UTF-8 file (gunzipped when its name ends in `.gz`), or of stdin when `path`
+/// is `None` (none for empty input); invalid UTF-8 is an error naming its line.
 pub fn read_input_lines(path: Option<&Path>) -> Result<Vec<String>> {
-    let mut bytes = Vec::new();
-    let mut read = |mut reader: Box<dyn std::io::Read>| reader.read_to_end(&mut bytes);
-    match path {
-        Some(path) => {
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            read(Box::new(file)).with_context(|| format!("cannot read {}", path.display()))?;
-        }
+    use tf_train::data::corpus::{read_maybe_gzipped, text_lines};
+    let (bytes, what) = match path {
+        Some(path) => (read_maybe_gzipped(path)?, path.display().to_string()),
         None => {
-            read(Box::new(std::io::stdin().lock())).context("cannot read stdin")?;
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .context("cannot read stdin")?;
+            (bytes, "stdin".to_string())
         }
-    }
-    let what = path.map_or("stdin".to_string(), |p| p.display().to_string());
-    tf_train::data::corpus::text_lines(bytes).with_context(|| format!("reading {what}"))
+    };
+    text_lines(bytes).with_context(|| format!("reading {what}"))
 }

@@ -14,7 +14,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    attention, average, bleu, eval, heads, import_torch, plot, predict, prune, train, translate,
+    attention, average, bleu, data, eval, heads, import_torch, plot, predict, prune, train,
+    translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -41,6 +42,9 @@ fn backend_parser() -> impl TypedValueParser<Value = Backend> {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Download a data set the translation task reads (Multi30k), verified against the SHA-256
+    /// recorded for each file.
+    Data(data::DataArgs),
     /// Train a model on a built-in task, or on a parallel corpus (--task translation), and write
     /// it to a model directory.
     Train(Box<train::TrainArgs>),
@@ -137,6 +141,7 @@ fn give_graphics_libraries_a_runtime_dir() {
 fn run(cli: Cli) -> Result<()> {
     let device = cli.device.device();
     match cli.command {
+        Command::Data(args) => data::run(args),
         Command::Train(args) => train::run(*args, &device),
         Command::Translate(args) => translate::run(args, &device),
         Command::Predict(args) => predict::run(args, &device),

@@ -1,7 +1,7 @@
 //! `tf train`: a new run on a synthetic task or a parallel corpus, or `--resume` of one.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
@@ -9,6 +9,8 @@ use burn::tensor::Device;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use tf_inspect::curves::write_curves;
+use tf_train::data::corpus::split_path;
+use tf_train::data::multi30k;
 use tf_train::data::translation::TranslationTask;
 use tf_train::training::preset::Preset;
 use tf_train::{ModelDir, RunConfig, RunTask, Start, TrainingConfig, train};
@@ -38,8 +40,9 @@ pub struct TrainArgs {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Translation (--task translation)")]
 struct TranslationArgs {
-    /// Directory of the parallel corpus: SPLIT.LANG or SPLIT.LANG.gz, one sentence a line.
-    #[arg(long, default_value = "../shared/data/multi30k")]
+    /// Directory of the parallel corpus: SPLIT.LANG or SPLIT.LANG.gz, one sentence a line
+    /// (`tf data multi30k` downloads Multi30k into the default).
+    #[arg(long, env = multi30k::DIR_VARIABLE, default_value = multi30k::DEFAULT_DIR)]
     data: PathBuf,
     /// Source language (file suffix).
     #[arg(long, default_value = "de")]
@@ -68,6 +71,32 @@ struct TranslationArgs {
 }
 
 impl TranslationArgs {
+    /// Refuses a corpus directory that lacks the training or validation files, saying how to
+    /// get Multi30k there.
+    fn ensure_data_present(&self) -> Result<()> {
+        let missing: Vec<String> = [&self.train_split, &self.valid_split]
+            .into_iter()
+            .flat_map(|split| [(split, &self.src), (split, &self.tgt)])
+            .filter(|(split, lang)| split_path(&self.data, split, lang).is_err())
+            .map(|(split, lang)| format!("{split}.{lang}"))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let out = if self.data == Path::new(multi30k::DEFAULT_DIR) {
+            String::new()
+        } else {
+            format!(" --out {}", self.data.display())
+        };
+        bail!(
+            "{} holds no {} (nor .gz): run `tf data multi30k{out}` to download Multi30k there, \
+             or point --data (or {}) at a directory that has the files",
+            self.data.display(),
+            missing.join(", "),
+            multi30k::DIR_VARIABLE
+        )
+    }
+
     fn task(&self) -> TranslationTask {
         TranslationTask {
             data: self.data.clone(),
@@ -146,7 +175,7 @@ struct TrainingArgs {
     epochs: Option<usize>,
     /// Stop training after this many minutes of wall time, validating and checkpointing first;
     /// a budget, so a slower machine trains fewer epochs [default: none; translation 85].
-    #[arg(long)]
+    #[arg(long, env = "TF_MAX_MINUTES")]
     max_minutes: Option<f64>,
     /// Sequences per batch (synthetic tasks; translation batches by --batch-tokens).
     #[arg(long, default_value_t = TrainingConfig::default().batch_size, help_heading = "Synthetic tasks (copy, reverse, sort)")]
@@ -313,6 +342,7 @@ pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
         dir.ensure_vacant()?;
         let preset = args.preset();
         if args.task.task == TaskChoice::Translation {
+            args.translation.ensure_data_present()?;
             let started = std::time::Instant::now();
             let prepared =
                 preset.translation_run(args.translation.task(), args.translation.min_frequency)?;

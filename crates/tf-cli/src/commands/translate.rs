@@ -19,7 +19,7 @@ pub struct TranslateArgs {
     /// Model directory written by `tf train --task translation`.
     #[arg(long)]
     model: PathBuf,
-    /// Source sentences, one a line [default: stdin].
+    /// Source sentences, one a line (gunzipped if the name ends in .gz) [default: stdin].
     #[arg(long)]
     input: Option<PathBuf>,
     /// Where the translations go, one a line, line N for input line N [default: stdout].

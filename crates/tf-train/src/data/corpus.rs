@@ -54,6 +54,18 @@ pub fn split_path(dir: &Path, split: &str, lang: &str) -> Result<PathBuf> {
 /// If the file cannot be read or decompressed, holds invalid UTF-8 (naming the line), or is
 /// empty.
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let bytes = read_maybe_gzipped(path)?;
+    if bytes.is_empty() {
+        return Err(Error::invalid(format!("{} is empty", path.display())));
+    }
+    text_lines(bytes).with_context(|| path.display().to_string())
+}
+
+/// The content of a file, gunzipped when its name ends in `.gz`.
+///
+/// # Errors
+/// If the file cannot be read or decompressed.
+pub fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let file = File::open(path).map_err(|err| Error::io("open", path, err))?;
     if path.extension().is_some_and(|e| e == "gz") {
@@ -65,10 +77,7 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
         file.read_to_end(&mut bytes)
             .map_err(|err| Error::io("read", path, err))?;
     }
-    if bytes.is_empty() {
-        return Err(Error::invalid(format!("{} is empty", path.display())));
-    }
-    text_lines(bytes).with_context(|| path.display().to_string())
+    Ok(bytes)
 }
 
 /// The lines of UTF-8 text, without line endings (`\n` or `\r\n`); invalid UTF-8 is an error
