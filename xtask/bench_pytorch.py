@@ -45,6 +45,16 @@ def mha_forward(shape, heads, warmup, repeats):
     return {"shape": shape, "heads": heads, "timing": timing(run, warmup, repeats)}
 
 
+def sinusoidal_positions(max_len, d_model):
+    """The paper's positional encodings, [max_len, d_model]: sin on even, cos on odd columns."""
+    position = torch.arange(max_len).unsqueeze(1)
+    rate = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(max_len, d_model)
+    pe[:, 0::2] = torch.sin(position * rate)
+    pe[:, 1::2] = torch.cos(position * rate)
+    return pe
+
+
 class Seq2Seq(nn.Module):
     """The small model of cases 3 and 4: shared embeddings scaled by sqrt(d), sinusoidal
     positions, nn.Transformer (post-norm), tied output projection."""
@@ -56,12 +66,7 @@ class Seq2Seq(nn.Module):
         self.transformer = nn.Transformer(
             d_model, heads, layers, layers, d_ff, dropout=0.1, batch_first=True
         )
-        position = torch.arange(max_len).unsqueeze(1)
-        div = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
-        pe = torch.zeros(max_len, d_model)
-        pe[:, 0::2] = torch.sin(position * div)
-        pe[:, 1::2] = torch.cos(position * div)
-        self.register_buffer("pe", pe)
+        self.register_buffer("pe", sinusoidal_positions(max_len, d_model))
 
     def embed(self, tokens, offset=0):
         x = self.embedding(tokens) * math.sqrt(self.d_model)

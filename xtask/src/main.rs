@@ -8,15 +8,20 @@
 //! 1, 3 and 4 with the same shapes and threads (`xtask/bench_pytorch.py`). It writes
 //! `target/bench/DEVICE.json`, plots under `docs/images/`, and the device's section of
 //! `docs/benchmarks.md`.
+//!
+//! `cargo xtask newcomer [--skip-tests] [--max-minutes M]` clones the repository into an empty
+//! folder and runs the README's commands in order against a local copy of the data
+//! ([`newcomer`]).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cases;
+mod newcomer;
 mod report;
 mod timing;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Result;
@@ -45,6 +50,22 @@ enum Task {
         /// Skip PyTorch even if it is installed.
         #[arg(long)]
         no_pytorch: bool,
+    },
+    /// Clone the repository into an empty folder and run the README's commands in order,
+    /// with Multi30k served from a local HTTP server; fails on the first that does not work.
+    Newcomer {
+        /// The Multi30k files to serve [default: $TF_MULTI30K, else ../shared/data/multi30k].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Wall-clock minutes each training run may take (TF_MAX_MINUTES).
+        #[arg(long, default_value_t = 2.0)]
+        max_minutes: f64,
+        /// Skip the README's `cargo test` command.
+        #[arg(long)]
+        skip_tests: bool,
+        /// Keep the clone afterwards.
+        #[arg(long)]
+        keep: bool,
     },
     /// The training-step case alone (JSON on the last line).
     TrainStep {
@@ -127,6 +148,26 @@ fn main() -> Result<()> {
             );
             println!("{}", serde_json::to_string(&t)?);
             Ok(())
+        }
+        Task::Newcomer {
+            data,
+            max_minutes,
+            skip_tests,
+            keep,
+        } => {
+            let repository = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("xtask is inside the repository");
+            let data = data
+                .or_else(|| std::env::var_os("TF_MULTI30K").map(PathBuf::from))
+                .unwrap_or_else(|| repository.join("../shared/data/multi30k"));
+            newcomer::Newcomer {
+                data,
+                max_minutes,
+                skip_tests,
+                keep,
+            }
+            .run(repository)
         }
         Task::Decoding { device, quick } => {
             let repeats = Repeats::new(quick).at_most(5);
