@@ -822,6 +822,37 @@ fn translation_trains_translates_line_by_line_and_draws_subword_attention() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).lines().count(), 5);
 
+    // Head statistics of a translator, on its validation split: positional shares for
+    // self-attention, the diagonal for cross-attention, rare tokens for all, importance.
+    let json = root.join("heads.json");
+    let out = tf(&[
+        "heads",
+        "--model",
+        model_arg(&model),
+        "--samples",
+        "8",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("6 heads over the first 6 sentence pairs of val"),
+        "{}",
+        stdout(&out)
+    );
+    let stats: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(stats.len(), 6);
+    let (encoder, cross) = (&stats[0], &stats[5]);
+    assert_eq!(encoder["positional"].as_array().map(Vec::len), Some(3));
+    assert!(encoder["diagonal"].is_null() && cross["positional"].is_null());
+    assert!(cross["diagonal"].is_number() && cross["alignment"].is_null());
+    assert!(stats.iter().all(|s| s["importance"].is_number()));
+    assert!(encoder["roles"].is_array());
+    let out = tf(&["heads", "--model", model_arg(&model), "--split", "dev"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("dev.de"), "{}", stderr(&out));
+
     // Commands for the other kind of model say so.
     let out = tf(&["predict", "--model", model_arg(&model), "1 2"]);
     assert!(!out.status.success());
@@ -831,6 +862,13 @@ fn translation_trains_translates_line_by_line_and_draws_subword_attention() {
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("not on translation"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tf(&["heads", "--model", model_arg(&synthetic), "--data", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--data and --split are for translation models"),
         "{}",
         stderr(&out)
     );

@@ -3,7 +3,8 @@
 //!
 //! A gate `g_h` multiplies each head's output before its block's W^O; the importance of head `h`
 //! is `I_h = E_x |∂L(x)/∂g_h|` at `g = 1`, the expected absolute gradient of one example's loss
-//! (cross-entropy, no label smoothing). Scores are then divided by their block's ℓ2 norm, as the
+//! (cross-entropy with the label smoothing the caller chooses: none for the synthetic tasks, the
+//! training loss's for a translator). Scores are then divided by their block's ℓ2 norm, as the
 //! paper does per layer, and heads are pruned from the least important up.
 
 use burn::tensor::Device;
@@ -34,6 +35,7 @@ pub struct HeadImportance {
 pub fn head_importance(
     model: &Transformer,
     examples: &[Example],
+    label_smoothing: f64,
     device: &Device,
 ) -> Vec<HeadImportance> {
     assert!(
@@ -44,7 +46,8 @@ pub fn head_importance(
     let heads = model.heads();
     let mut sums = vec![0.0f64; heads.len()];
     for example in examples {
-        let loss = Seq2SeqBatch::new(std::slice::from_ref(example), device).loss(model, 0.0);
+        let loss =
+            Seq2SeqBatch::new(std::slice::from_ref(example), device).loss(model, label_smoothing);
         let grads = loss.backward();
         let mut first = 0;
         for (_, mha) in &blocks {
@@ -167,7 +170,7 @@ mod tests {
         let task = Task::new(TaskKind::Reverse, 6, 2, 5).unwrap();
         device.seed(3);
         let model = task.tiny_model().init(&device);
-        let importance = head_importance(&model, &task.samples(8, 2), &device);
+        let importance = head_importance(&model, &task.samples(8, 2), 0.0, &device);
         assert_eq!(importance.len(), model.heads().len());
         assert!(importance.iter().all(|i| i.raw > 0.0));
         for block in model.attention_blocks().iter().map(|(b, _)| *b) {

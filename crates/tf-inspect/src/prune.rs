@@ -83,7 +83,7 @@ mod tests {
         let gradient_model = config.init(&gradient_device);
         let model = gradient_model.valid();
         let examples = task.samples(4, 1);
-        let importance = head_importance(&gradient_model, &examples, &gradient_device);
+        let importance = head_importance(&gradient_model, &examples, 0.0, &gradient_device);
         let measure = |m: &Transformer| Ok(accuracy(m, &examples, 5, 8, &device)?);
         let mut heard = Vec::new();
         let points = sweep(&model, &config, &importance, measure, |p| {

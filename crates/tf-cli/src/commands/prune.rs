@@ -59,7 +59,7 @@ pub fn run(args: PruneArgs, device: &Device) -> Result<()> {
     let gradient_device = device.clone().autodiff();
     let (_, gradient_model) = dir.load_model(&gradient_device, Dropout::Off)?;
     let importance_examples = task.samples(args.importance_samples, args.importance_seed);
-    let importance = head_importance(&gradient_model, &importance_examples, &gradient_device);
+    let importance = head_importance(&gradient_model, &importance_examples, 0.0, &gradient_device);
     let eval_examples = task.samples(args.eval_samples, EVAL_SEED);
     let measure = |model: &tf_model::Transformer| -> tf_inspect::Result<_> {
         Ok(accuracy(
