@@ -853,6 +853,60 @@ fn translation_trains_translates_line_by_line_and_draws_subword_attention() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("dev.de"), "{}", stderr(&out));
 
+    // Pruning a translator: a sweep of BLEU in two orders, and a pruned model that translates.
+    let sweep_json = root.join("sweep.json");
+    let out = tf(&[
+        "prune",
+        "--model",
+        model_arg(&model),
+        "--sweep",
+        "--orders",
+        "importance,cross",
+        "--importance-samples",
+        "4",
+        "--eval-samples",
+        "4",
+        "--beam",
+        "2",
+        "--plot",
+        root.join("sweep").to_str().unwrap(),
+        "--json",
+        sweep_json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(root.join("sweep.png").is_file());
+    let sweeps: Vec<(String, Vec<serde_json::Value>)> =
+        serde_json::from_str(&std::fs::read_to_string(&sweep_json).unwrap()).unwrap();
+    // 1 + 1 layers of 2 heads in 3 blocks: 3 heads can go, 1 of them in cross-attention.
+    assert_eq!(sweeps[0].0, "importance");
+    assert_eq!(sweeps[0].1.len(), 4);
+    assert_eq!((sweeps[1].0.as_str(), sweeps[1].1.len()), ("cross", 2));
+    assert!(sweeps[0].1[0]["score"]["beam_bleu"].is_number());
+    let pruned = root.join("pruned");
+    let out = tf(&[
+        "prune",
+        "--model",
+        model_arg(&model),
+        "--heads",
+        "2",
+        "--out",
+        pruned.to_str().unwrap(),
+        "--importance-samples",
+        "4",
+        "--eval-samples",
+        "4",
+        "--beam",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("heads 6 -> 4"), "{}", stdout(&out));
+    let out = tf_with_stdin(
+        &["translate", "--model", model_arg(&pruned)],
+        "Ein Mann spielt im Schnee.\n".as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 1);
+
     // Commands for the other kind of model say so.
     let out = tf(&["predict", "--model", model_arg(&model), "1 2"]);
     assert!(!out.status.success());

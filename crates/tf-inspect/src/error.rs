@@ -41,3 +41,9 @@ impl From<serde_json::Error> for InspectError {
         Self::Train(err.into())
     }
 }
+
+impl From<tf_train::eval::bleu::BleuError> for InspectError {
+    fn from(err: tf_train::eval::bleu::BleuError) -> Self {
+        Self::Train(err.into())
+    }
+}

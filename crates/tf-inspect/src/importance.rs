@@ -15,6 +15,7 @@ use tf_train::data::batch::Seq2SeqBatch;
 use tf_train::data::task::Example;
 
 use crate::error::{InspectError, Result};
+use crate::prune::{PruneOrder, removal_order};
 
 /// One head's importance.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -95,25 +96,8 @@ pub fn head_importance(
 /// # Errors
 /// If `count` exceeds the heads that can go (all but one per block).
 pub fn least_important(importance: &[HeadImportance], count: usize) -> Result<Vec<HeadId>> {
-    let mut order: Vec<&HeadImportance> = importance.iter().collect();
-    order.sort_by(|a, b| {
-        a.normalized
-            .total_cmp(&b.normalized)
-            .then(a.head.cmp(&b.head))
-    });
-    let block_size = |block: BlockId| importance.iter().filter(|i| i.head.block == block).count();
-    let mut removed: Vec<HeadId> = Vec::with_capacity(count);
-    for candidate in order {
-        if removed.len() == count {
-            break;
-        }
-        let block = candidate.head.block;
-        let gone = removed.iter().filter(|h| h.block == block).count();
-        if gone + 1 < block_size(block) {
-            removed.push(candidate.head);
-        }
-    }
-    if removed.len() < count {
+    let mut order = removal_order(importance, PruneOrder::Importance);
+    if order.len() < count {
         let mut blocks: Vec<BlockId> = importance.iter().map(|i| i.head.block).collect();
         blocks.dedup();
         return Err(InspectError::Invalid(format!(
@@ -122,7 +106,8 @@ pub fn least_important(importance: &[HeadImportance], count: usize) -> Result<Ve
             blocks.len()
         )));
     }
-    Ok(removed)
+    order.truncate(count);
+    Ok(order)
 }
 
 #[cfg(test)]

@@ -1,23 +1,33 @@
 //! `tf prune`: remove the least important heads into a new model directory, or sweep accuracy
-//! against heads removed.
+//! (synthetic tasks) or BLEU and decoding speed (translators) against heads removed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use clap::Args;
-use tf_inspect::importance::{head_importance, least_important};
-use tf_inspect::prune::{plot_sweep, sweep};
+use clap::{Args, ValueEnum};
+use tf_inspect::importance::{HeadImportance, head_importance, least_important};
+use tf_inspect::prune::{
+    PruneOrder, SweepPoint, TranslationScore, plot_sweep, plot_translation_sweeps, removal_order,
+    sweep, translation_score,
+};
+use tf_model::{AttentionKind, Transformer};
+use tf_train::data::corpus::read_split;
+use tf_train::data::subword::SubwordVocab;
+use tf_train::data::task::Example;
+use tf_train::data::translation::encode_pairs;
 use tf_train::eval::accuracy::accuracy;
+use tf_train::eval::translate::TranslateOptions;
+use tf_train::store::atomic::write_atomic;
 use tf_train::store::model_dir::Dropout;
-use tf_train::{ModelDir, RunConfig};
+use tf_train::{ModelDir, RunConfig, RunTask};
 
 use crate::commands::EVAL_SEED;
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["heads", "sweep"])))]
 pub struct PruneArgs {
-    /// Model directory written by `tf train` on a synthetic task.
+    /// Model directory written by `tf train`.
     #[arg(long)]
     model: PathBuf,
     /// Remove this many heads (the least important) and write the model to --out.
@@ -26,42 +36,159 @@ pub struct PruneArgs {
     /// Model directory to write the pruned model to.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Instead: accuracy for every number of heads removed, as a table and a plot.
+    /// Instead: the model's score for every number of heads removed, as a table and a plot
+    /// (accuracy for a synthetic task; BLEU and sentences/s for a translator).
     #[arg(long)]
     sweep: bool,
+    /// Orders the sweep removes heads in, each a line of the plot: importance (least important
+    /// first), random, or one kind of attention (encoder-self, decoder-self, cross).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "importance")]
+    orders: Vec<OrderChoice>,
+    /// Seed of the random order.
+    #[arg(long, default_value_t = 1)]
+    order_seed: u64,
     /// Where the sweep's plot goes (PNG and SVG; default: DIR/prune-sweep).
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Task samples head importance is measured over.
+    /// Samples head importance is measured over: fresh task samples, or a translator's first
+    /// N pairs of --split (with its training loss).
     #[arg(long, default_value_t = 500)]
     importance_samples: usize,
-    /// Seed of those samples (different from the evaluation's).
+    /// Seed of the importance samples (synthetic tasks; different from the evaluation's).
     #[arg(long, default_value_t = 1)]
     importance_seed: u64,
-    /// Fresh samples accuracy is measured on.
-    #[arg(long, default_value_t = 1000)]
-    eval_samples: usize,
+    /// Samples the model is scored on: fresh task samples, or a translator's first N sentences
+    /// of --split [default: 1000 samples; a translator: the whole split].
+    #[arg(long)]
+    eval_samples: Option<usize>,
+    /// Corpus directory (translators) [default: the one the model was trained on].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Split importance and BLEU are measured on (translators) [default: the run's validation
+    /// split].
+    #[arg(long)]
+    split: Option<String>,
+    /// Beams of the beam-search BLEU beside the greedy one (translators; 0 = greedy only).
+    #[arg(long, default_value_t = 5)]
+    beam: usize,
     /// Sequences decoded at once.
     #[arg(long, default_value_t = 250)]
     batch_size: usize,
+    /// Also write the sweep's points as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OrderChoice {
+    Importance,
+    Random,
+    EncoderSelf,
+    DecoderSelf,
+    Cross,
+}
+
+impl OrderChoice {
+    fn order(self, seed: u64) -> PruneOrder {
+        match self {
+            Self::Importance => PruneOrder::Importance,
+            Self::Random => PruneOrder::Random { seed },
+            Self::EncoderSelf => PruneOrder::Kind(AttentionKind::EncoderSelf),
+            Self::DecoderSelf => PruneOrder::Kind(AttentionKind::DecoderSelf),
+            Self::Cross => PruneOrder::Kind(AttentionKind::Cross),
+        }
+    }
 }
 
 pub fn run(args: PruneArgs, device: &Device) -> Result<()> {
-    if args.importance_samples == 0 || args.eval_samples == 0 {
-        bail!("--importance-samples and --eval-samples must be at least 1");
+    if args.importance_samples == 0 || args.eval_samples == Some(0) || args.batch_size == 0 {
+        bail!("--importance-samples, --eval-samples and --batch-size must be at least 1");
     }
     let dir = ModelDir::new(&args.model);
-    let (config, model) = dir.load_model(device, Dropout::AsConfigured)?;
-    let task = config.task.synthetic()?;
+    let config = dir.load_config()?;
     if let Some(out) = &args.out {
         ModelDir::new(out).ensure_vacant()?;
     }
+    match &config.task {
+        RunTask::Synthetic(_) => {
+            if args.data.is_some() || args.split.is_some() {
+                bail!(
+                    "--data and --split are for translation models; {} was trained on a \
+                     synthetic task",
+                    args.model.display()
+                );
+            }
+            prune_synthetic(&args, &dir, device)
+        }
+        RunTask::Translation(_) => prune_translator(&args, &dir, device),
+    }
+}
+
+/// Importance of every head of the model in `dir`, over `examples`, with `label_smoothing`.
+fn importance_of(
+    dir: &ModelDir,
+    examples: &[Example],
+    label_smoothing: f64,
+    device: &Device,
+) -> Result<Vec<HeadImportance>> {
     let gradient_device = device.clone().autodiff();
     let (_, gradient_model) = dir.load_model(&gradient_device, Dropout::Off)?;
+    Ok(head_importance(
+        &gradient_model,
+        examples,
+        label_smoothing,
+        &gradient_device,
+    ))
+}
+
+/// Writes `model` with `remove` pruned into `--out`, with `vocab` when it is a translator;
+/// returns the pruned model.
+fn write_pruned(
+    args: &PruneArgs,
+    config: &RunConfig,
+    model: &Transformer,
+    importance: &[HeadImportance],
+    count: usize,
+    vocab: Option<&SubwordVocab>,
+) -> Result<Transformer> {
+    let remove = least_important(importance, count)?;
+    let (pruned_config, pruned) = model.prune_heads(&config.model, &remove)?;
+    for head in &remove {
+        println!("removed {head}");
+    }
+    let out = ModelDir::new(args.out.as_ref().expect("clap requires --out with --heads"));
+    let pruned_run = RunConfig {
+        model: pruned_config,
+        ..config.clone()
+    };
+    out.save_model(&pruned_run, &pruned)?;
+    if let Some(vocab) = vocab {
+        vocab.save(&out.tokenizer_path())?;
+    }
+    Ok(pruned)
+}
+
+fn sweep_plot_stem(args: &PruneArgs) -> PathBuf {
+    args.plot
+        .clone()
+        .unwrap_or_else(|| args.model.join("prune-sweep"))
+}
+
+fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn prune_synthetic(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result<()> {
+    let (config, model) = dir.load_model(device, Dropout::AsConfigured)?;
+    let task = config.task.synthetic()?;
     let importance_examples = task.samples(args.importance_samples, args.importance_seed);
-    let importance = head_importance(&gradient_model, &importance_examples, 0.0, &gradient_device);
-    let eval_examples = task.samples(args.eval_samples, EVAL_SEED);
-    let measure = |model: &tf_model::Transformer| -> tf_inspect::Result<_> {
+    let importance = importance_of(dir, &importance_examples, 0.0, device)?;
+    let eval_examples = task.samples(args.eval_samples.unwrap_or(1000), EVAL_SEED);
+    let measure = |model: &Transformer| -> tf_inspect::Result<_> {
         Ok(accuracy(
             model,
             &eval_examples,
@@ -78,18 +205,8 @@ pub fn run(args: PruneArgs, device: &Device) -> Result<()> {
     );
     if let Some(count) = args.heads {
         let before = measure(&model)?;
-        let remove = least_important(&importance, count)?;
-        let (pruned_config, pruned) = model.prune_heads(&config.model, &remove)?;
+        let pruned = write_pruned(args, &config, &model, &importance, count, None)?;
         let after = measure(&pruned)?;
-        for head in &remove {
-            println!("removed {head}");
-        }
-        let out = args.out.as_ref().expect("clap requires --out with --heads");
-        let pruned_run = RunConfig {
-            model: pruned_config,
-            ..config.clone()
-        };
-        ModelDir::new(out).save_model(&pruned_run, &pruned)?;
         println!(
             "heads {} -> {}; exact match {:.4} -> {:.4}; token accuracy {:.4} -> {:.4}",
             model.heads().len(),
@@ -99,30 +216,144 @@ pub fn run(args: PruneArgs, device: &Device) -> Result<()> {
             before.token_accuracy,
             after.token_accuracy
         );
-        println!("pruned model written to {}", out.display());
+        println!(
+            "pruned model written to {}",
+            args.out.as_ref().unwrap().display()
+        );
         return Ok(());
+    }
+    if args.orders != [OrderChoice::Importance] {
+        bail!("a synthetic model's sweep removes heads by importance only (--orders importance)");
     }
     println!(
         "{:>13} {:>11} {:>14}",
         "heads removed", "exact match", "token accuracy"
     );
-    let points = sweep(&model, &config.model, &importance, measure, |point| {
+    let order = removal_order(&importance, PruneOrder::Importance);
+    let points = sweep(&model, &config.model, &order, measure, |point| {
         println!(
             "{:>13} {:>11.4} {:>14.4}",
-            point.removed, point.accuracy.exact_match, point.accuracy.token_accuracy
+            point.removed, point.score.exact_match, point.score.token_accuracy
         )
     })?;
-    let stem = args
-        .plot
-        .clone()
-        .unwrap_or_else(|| args.model.join("prune-sweep"));
     let title = format!(
         "Pruning heads by importance ({} heads, `{}`)",
         model.heads().len(),
         task.kind
     );
-    for path in plot_sweep(&stem, &title, &points)? {
+    for path in plot_sweep(&sweep_plot_stem(args), &title, &points)? {
         println!("wrote {}", path.display());
     }
-    Ok(())
+    let rows: Vec<_> = points
+        .iter()
+        .map(|p| (p.removed, p.score.exact_match, p.score.token_accuracy))
+        .collect();
+    write_json(args.json.as_deref(), &rows)
+}
+
+fn prune_translator(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result<()> {
+    let (config, model) = dir.load_model(device, Dropout::AsConfigured)?;
+    let task = config.task.translation()?;
+    let data = args.data.clone().unwrap_or_else(|| task.data.clone());
+    let split = args.split.as_deref().unwrap_or(&task.valid_split);
+    let vocab = dir.load_vocabulary()?;
+    let corpus = read_split(&data, split, &task.src, &task.tgt)
+        .with_context(|| format!("reading the {split} split (--data, --split)"))?;
+    let mut pairs = encode_pairs(&vocab, &corpus, task.max_len)?.examples;
+    pairs.truncate(args.importance_samples);
+    if pairs.is_empty() {
+        bail!(
+            "no sentence pair of {split} fits the model's {} tokens",
+            task.max_len
+        );
+    }
+    let n = args.eval_samples.unwrap_or(corpus.len()).min(corpus.len());
+    let (sources, references) = (&corpus.source[..n], &corpus.target[..n]);
+    let beam = (args.beam > 0).then(|| TranslateOptions {
+        batch_sentences: args.batch_size.min(64),
+        ..TranslateOptions::beam(args.beam, 0.6)
+    });
+    let measure = |model: &Transformer| -> tf_inspect::Result<TranslationScore> {
+        translation_score(model, &vocab, sources, references, beam, device)
+    };
+    let importance = importance_of(dir, &pairs, config.training.label_smoothing, device)?;
+    println!(
+        "importance over the first {} pairs of {split} (label smoothing {}); BLEU over its first \
+         {n} sentences, greedy{}",
+        pairs.len(),
+        config.training.label_smoothing,
+        beam.map(|_| format!(" and beam {} (alpha 0.6)", args.beam))
+            .unwrap_or_default()
+    );
+    let describe = |s: &TranslationScore| {
+        format!(
+            "BLEU greedy {:.2}{}; {:.1} sentences/s greedy{}",
+            s.greedy_bleu,
+            s.beam_bleu
+                .map(|b| format!(", beam {b:.2}"))
+                .unwrap_or_default(),
+            s.greedy_per_sec,
+            s.beam_per_sec
+                .map(|b| format!(", {b:.1} beam"))
+                .unwrap_or_default()
+        )
+    };
+    if let Some(count) = args.heads {
+        let before = measure(&model)?;
+        let pruned = write_pruned(args, &config, &model, &importance, count, Some(&vocab))?;
+        let after = measure(&pruned)?;
+        println!("heads {} -> {}", model.heads().len(), pruned.heads().len());
+        println!("before: {}", describe(&before));
+        println!("after:  {}", describe(&after));
+        println!(
+            "pruned model written to {}",
+            args.out.as_ref().unwrap().display()
+        );
+        return Ok(());
+    }
+    let mut sweeps = Vec::new();
+    for choice in &args.orders {
+        let order = choice.order(args.order_seed);
+        let heads = removal_order(&importance, order);
+        println!("order {} ({} heads can go):", order.name(), heads.len());
+        println!(
+            "{:>13} {:<28} {:>11} {:>11} {:>13} {:>11}",
+            "heads removed",
+            "last removed",
+            "BLEU greedy",
+            "BLEU beam",
+            "greedy sent/s",
+            "beam sent/s"
+        );
+        let points = sweep(&model, &config.model, &heads, measure, |p| {
+            let last = p
+                .removed
+                .checked_sub(1)
+                .map_or(String::from("-"), |i| heads[i].to_string());
+            let optional = |v: Option<f64>, digits: usize| {
+                v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
+            };
+            println!(
+                "{:>13} {:<28} {:>11.2} {:>11} {:>13.1} {:>11}",
+                p.removed,
+                last,
+                p.score.greedy_bleu,
+                optional(p.score.beam_bleu, 2),
+                p.score.greedy_per_sec,
+                optional(p.score.beam_per_sec, 1)
+            )
+        })?;
+        sweeps.push((order, points));
+    }
+    let title = format!(
+        "BLEU on {split} against heads pruned ({} heads, {})",
+        model.heads().len(),
+        task.direction()
+    );
+    for path in plot_translation_sweeps(&sweep_plot_stem(args), &title, &sweeps)? {
+        println!("wrote {}", path.display());
+    }
+    let rows: Vec<(&str, &Vec<SweepPoint<TranslationScore>>)> =
+        sweeps.iter().map(|(o, p)| (o.name(), p)).collect();
+    write_json(args.json.as_deref(), &rows)
 }
