@@ -14,8 +14,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    attention, average, bleu, data, eval, heads, import_torch, plot, predict, prune, train,
-    translate,
+    attention, average, bleu, data, distill, eval, heads, import_torch, plot, predict, prune,
+    train, translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -48,6 +48,9 @@ enum Command {
     /// Train a model on a built-in task, or on a parallel corpus (--task translation), and write
     /// it to a model directory.
     Train(Box<train::TrainArgs>),
+    /// Sequence-level knowledge distillation: the teacher translates its training split with
+    /// beam search, and a student (tf train's flags) learns from those translations.
+    Distill(Box<distill::DistillArgs>),
     /// Translate sentences, one a line, with a translation model (beam search by default).
     Translate(translate::TranslateArgs),
     /// Print the model's output for each input sequence (arguments, or one per line on stdin).
@@ -86,9 +89,12 @@ enum Command {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    if let Some(("train", train)) = matches.subcommand()
-        && let Err(err) = train::refuse_other_tasks_flags(train)
-    {
+    let refused = match matches.subcommand() {
+        Some(("train", train)) => train::refuse_other_tasks_flags(train),
+        Some(("distill", distill)) => distill::refuse_flags(distill),
+        _ => Ok(()),
+    };
+    if let Err(err) = refused {
         eprintln!("tf: error: {err:#}");
         return ExitCode::FAILURE;
     }
@@ -143,6 +149,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data(args) => data::run(args),
         Command::Train(args) => train::run(*args, &device),
+        Command::Distill(args) => distill::run(*args, &device),
         Command::Translate(args) => translate::run(args, &device),
         Command::Predict(args) => predict::run(args, &device),
         Command::Eval(args) => eval::run(args, &device),

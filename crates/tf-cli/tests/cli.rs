@@ -1059,3 +1059,94 @@ fn an_invalid_translation_run_writes_nothing_not_even_its_vocabulary() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn distill_keeps_the_teachers_translations_and_trains_a_student_on_them() {
+    let root = std::env::temp_dir().join(format!("tf-cli-distill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+    write_toy_corpus(&data);
+    let teacher = root.join("teacher");
+    let out = train_translation(&data, &teacher, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A stopped run left 3 whole lines and a cut one: they are kept, the rest translated.
+    let distilled = teacher.join("distilled");
+    std::fs::create_dir_all(&distilled).unwrap();
+    std::fs::write(
+        distilled.join("train.en.part"),
+        "kept 1\nkept 2\nkept 3\ncut",
+    )
+    .unwrap();
+    let student = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "distill",
+            "--teacher",
+            model_arg(&teacher),
+            "--teacher-beam",
+            "2",
+            "--out",
+        ];
+        let out_dir = root.join(name);
+        let out_dir = out_dir.to_str().unwrap().to_string();
+        args.push(&out_dir);
+        args.extend_from_slice(&[
+            "--vocab-size",
+            "300",
+            "--min-frequency",
+            "1",
+            "--max-tokens",
+            "20",
+            "--batch-tokens",
+            "64",
+            "--epochs",
+            "1",
+            "--eval-samples",
+            "4",
+            "--d-model",
+            "8",
+            "--layers",
+            "1",
+            "--d-ff",
+            "16",
+        ]);
+        if !extra.contains(&"--heads") {
+            args.extend_from_slice(&["--heads", "2"]);
+        }
+        args.extend_from_slice(extra);
+        tf(&args)
+    };
+    let out = student("student", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("the student learns from"),
+        "{}",
+        stdout(&out)
+    );
+    let translations = std::fs::read_to_string(distilled.join("train.en")).unwrap();
+    let lines: Vec<&str> = translations.lines().collect();
+    assert_eq!(lines.len(), 20, "{translations}");
+    assert_eq!(lines[..3], ["kept 1", "kept 2", "kept 3"]);
+    assert!(!distilled.join("train.en.part").exists());
+    for file in ["train.de", "val.de.gz", "val.en.gz"] {
+        assert!(distilled.join(file).is_file(), "{file}");
+    }
+    let config = std::fs::read_to_string(root.join("student/config.json")).unwrap();
+    assert!(config.contains("distilled"), "{config}");
+    assert!(config.contains("\"d_model\": 8"), "{config}");
+
+    // Flags that would pick another corpus or task, and a student that cannot be built, are
+    // refused before the teacher translates.
+    let out = student("other", &["--data", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--data does not apply"),
+        "{}",
+        stderr(&out)
+    );
+    let out = student("odd", &["--heads", "3"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("divisible"), "{}", stderr(&out));
+    assert!(!root.join("odd").exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}

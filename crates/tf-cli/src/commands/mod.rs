@@ -4,6 +4,7 @@ pub mod attention;
 pub mod average;
 pub mod bleu;
 pub mod data;
+pub mod distill;
 pub mod eval;
 pub mod heads;
 pub mod import_torch;

@@ -243,13 +243,35 @@ impl TrainingArgs {
 }
 
 impl TrainArgs {
+    /// The model directory to write.
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// These arguments as a translation run on the corpus in `data` (`tf distill`'s student).
+    pub fn translation_on(mut self, data: PathBuf) -> Self {
+        self.task.task = TaskChoice::Translation;
+        self.translation.data = data;
+        self
+    }
+
+    /// Checks that these arguments make a valid translation run, before any data is read.
+    pub fn check_translation_preset(&self) -> Result<()> {
+        let preset = Self::preset_for(TaskChoice::Translation, &self.model, &self.training);
+        preset.translation_config(self.translation.task())?;
+        Ok(())
+    }
+
     /// The task's preset with the model and training flags applied.
     fn preset(&self) -> Preset {
-        let mut preset = match self.task.task {
+        Self::preset_for(self.task.task, &self.model, &self.training)
+    }
+
+    fn preset_for(task: TaskChoice, m: &ModelArgs, training: &TrainingArgs) -> Preset {
+        let mut preset = match task {
             TaskChoice::Translation => Preset::translation(),
             _ => Preset::synthetic(),
         };
-        let m = &self.model;
         let layer = &mut preset.layer;
         layer.d_model = m.d_model.unwrap_or(layer.d_model);
         layer.n_heads = m.heads.unwrap_or(layer.n_heads);
@@ -257,13 +279,13 @@ impl TrainArgs {
         layer.dropout = m.dropout.unwrap_or(layer.dropout);
         layer.attention_dropout = m.attention_dropout.unwrap_or(layer.attention_dropout);
         preset.layers = m.layers.unwrap_or(preset.layers);
-        preset.training = self.training.apply(preset.training);
+        preset.training = training.apply(preset.training);
         preset
     }
 }
 
 /// Flags that only the synthetic tasks read.
-const SYNTHETIC_FLAGS: [&str; 6] = [
+pub const SYNTHETIC_FLAGS: [&str; 6] = [
     "symbols",
     "min_len",
     "max_len",

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod bucketing;
 pub mod corpus;
+pub mod distillation;
 pub mod download;
 pub mod multi30k;
 pub mod source;
