@@ -357,7 +357,14 @@ fn draw_lines<DB: DrawingBackend>(
         .axis_desc_style((FONT, 16))
         .draw()
         .map_err(plot_error)?;
-    let colors = [BLUE, RED, GREEN, MAGENTA];
+    let colors = [
+        BLUE,
+        RED,
+        GREEN,
+        MAGENTA,
+        plotters::style::full_palette::ORANGE,
+        BLACK,
+    ];
     for (s, color) in series.iter().zip(colors.iter().cycle()) {
         let color = *color;
         chart
