@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+/// This workspace's packages.
+const WORKSPACE_PACKAGES: [&str; 8] = [
+    "tf-attention",
+    "tf-layers",
+    "tf-model",
+    "tf-train",
+    "tf-inspect",
+    "tf-cli",
+    "tf-tests",
+    "xtask",
+];
+
 /// How the check runs.
 pub struct Newcomer {
     /// The Multi30k files to serve.
@@ -171,6 +183,16 @@ impl Newcomer {
             Ok(())
         })();
         drop(server);
+        // The clone's crates have the package ids of this checkout's: in a shared build cache
+        // their artifacts would pass for this checkout's, with the clone's paths compiled in.
+        if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+            let packages = WORKSPACE_PACKAGES.iter().flat_map(|p| ["-p", p]);
+            Command::new("cargo")
+                .args(["clean", "--release", "--quiet"])
+                .args(packages)
+                .current_dir(&clone)
+                .status()?;
+        }
         if self.keep || result.is_err() {
             println!("the clone is kept in {}", clone.display());
         } else {

@@ -1,10 +1,14 @@
 //! Arguments several commands share: the task a model is for, and where input lines come from.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use tf_train::data::corpus::{ParallelCorpus, read_split};
+use tf_train::data::subword::SubwordVocab;
+use tf_train::data::task::Example;
+use tf_train::data::translation::{TranslationTask, encode_pairs};
 use tf_train::{Task, TaskKind};
 
 /// What a model learns: a built-in synthetic task, or translation.
@@ -80,4 +84,45 @@ pub fn read_input_lines(path: Option<&Path>) -> Result<Vec<String>> {
         }
     };
     text_lines(bytes).with_context(|| format!("reading {what}"))
+}
+
+/// A split of a translator's corpus and its first pairs as token ids.
+pub struct TranslatorSplit {
+    /// The corpus directory read.
+    pub data: PathBuf,
+    /// The split's name.
+    pub split: String,
+    /// Its sentences.
+    pub corpus: ParallelCorpus,
+    /// Its first pairs (at most the limit asked for) within the task's length, encoded.
+    pub pairs: Vec<Example>,
+}
+
+/// Reads `split` (default: the task's validation split) of the corpus in `data` (default: the
+/// one the model was trained on) and encodes its first `limit` pairs with `vocab`.
+pub fn translator_split(
+    task: &TranslationTask,
+    vocab: &SubwordVocab,
+    data: Option<&Path>,
+    split: Option<&str>,
+    limit: usize,
+) -> Result<TranslatorSplit> {
+    let data = data.map_or_else(|| task.data.clone(), Path::to_path_buf);
+    let split = split.unwrap_or(&task.valid_split).to_string();
+    let corpus = read_split(&data, &split, &task.src, &task.tgt)
+        .with_context(|| format!("reading the {split} split (--data, --split)"))?;
+    let mut pairs = encode_pairs(vocab, &corpus, task.max_len)?.examples;
+    pairs.truncate(limit);
+    if pairs.is_empty() {
+        bail!(
+            "no sentence pair of {split} fits the model's {} tokens",
+            task.max_len
+        );
+    }
+    Ok(TranslatorSplit {
+        data,
+        split,
+        corpus,
+        pairs,
+    })
 }

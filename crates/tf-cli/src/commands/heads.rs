@@ -10,11 +10,11 @@ use tf_inspect::head_stats::{Alignment, GroundTruth, format_csv, format_table, h
 use tf_inspect::importance::head_importance;
 use tf_train::data::corpus::read_split;
 use tf_train::data::task::Example;
-use tf_train::data::translation::encode_pairs;
 use tf_train::store::atomic::write_atomic;
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, RunTask};
 
+use crate::args::{TranslatorSplit, translator_split};
 use crate::commands::EVAL_SEED;
 
 #[derive(Args, Debug)]
@@ -134,19 +134,16 @@ fn samples(args: &HeadsArgs, dir: &ModelDir) -> Result<Samples> {
             })
         }
         RunTask::Translation(task) => {
-            let data = args.data.clone().unwrap_or_else(|| task.data.clone());
-            let split = args.split.as_deref().unwrap_or(&task.valid_split);
             let vocab = dir.load_vocabulary()?;
-            let corpus = read_split(&data, split, &task.src, &task.tgt)
-                .with_context(|| format!("reading the {split} split (--data, --split)"))?;
-            let mut pairs = encode_pairs(&vocab, &corpus, task.max_len)?.examples;
-            pairs.truncate(args.samples);
-            if pairs.is_empty() {
-                bail!(
-                    "no sentence pair of {split} fits the model's {} tokens",
-                    task.max_len
-                );
-            }
+            let TranslatorSplit {
+                data, split, pairs, ..
+            } = translator_split(
+                task,
+                &vocab,
+                args.data.as_deref(),
+                args.split.as_deref(),
+                args.samples,
+            )?;
             let train = read_split(&data, &task.train_split, &task.src, &task.tgt)
                 .context("reading the training split for token frequencies")?;
             let mut token_counts = vec![0u64; vocab.len()];

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use tf_inspect::importance::{HeadImportance, head_importance, least_important};
@@ -12,16 +12,15 @@ use tf_inspect::prune::{
     sweep, translation_score,
 };
 use tf_model::{AttentionKind, Transformer};
-use tf_train::data::corpus::read_split;
 use tf_train::data::subword::SubwordVocab;
 use tf_train::data::task::Example;
-use tf_train::data::translation::encode_pairs;
 use tf_train::eval::accuracy::accuracy;
 use tf_train::eval::translate::TranslateOptions;
 use tf_train::store::atomic::write_atomic;
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, RunConfig, RunTask};
 
+use crate::args::{TranslatorSplit, translator_split};
 use crate::commands::EVAL_SEED;
 
 #[derive(Args, Debug)]
@@ -254,19 +253,19 @@ fn prune_synthetic(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result<
 fn prune_translator(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result<()> {
     let (config, model) = dir.load_model(device, Dropout::AsConfigured)?;
     let task = config.task.translation()?;
-    let data = args.data.clone().unwrap_or_else(|| task.data.clone());
-    let split = args.split.as_deref().unwrap_or(&task.valid_split);
     let vocab = dir.load_vocabulary()?;
-    let corpus = read_split(&data, split, &task.src, &task.tgt)
-        .with_context(|| format!("reading the {split} split (--data, --split)"))?;
-    let mut pairs = encode_pairs(&vocab, &corpus, task.max_len)?.examples;
-    pairs.truncate(args.importance_samples);
-    if pairs.is_empty() {
-        bail!(
-            "no sentence pair of {split} fits the model's {} tokens",
-            task.max_len
-        );
-    }
+    let TranslatorSplit {
+        split,
+        corpus,
+        pairs,
+        ..
+    } = translator_split(
+        task,
+        &vocab,
+        args.data.as_deref(),
+        args.split.as_deref(),
+        args.importance_samples,
+    )?;
     let n = args.eval_samples.unwrap_or(corpus.len()).min(corpus.len());
     let (sources, references) = (&corpus.source[..n], &corpus.target[..n]);
     let beam = (args.beam > 0).then(|| TranslateOptions {
