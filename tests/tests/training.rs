@@ -102,3 +102,68 @@ fn resuming_continues_from_the_checkpoint_and_keeps_what_was_there() {
     assert!(metrics.lines().any(|l| l.starts_with("30,valid,")));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The mean loss of `model` on `examples`, without dropout (a plain device).
+fn loss_on(model: &tf_model::Transformer, examples: &[tf_train::data::task::Example]) -> f32 {
+    let device = Device::flex();
+    tf_train::data::batch::Seq2SeqBatch::new(examples, &device)
+        .loss(model, 0.0)
+        .into_scalar::<f32>()
+}
+
+#[test]
+fn a_fine_tune_starts_from_the_given_weights() {
+    let task = Task::new(TaskKind::Copy, 6, 2, 6).unwrap();
+    let mut config = run(task.clone(), 1, 1);
+    // A rate so small that one step leaves every weight where it was.
+    config.training.peak_lr = Some(1e-12);
+    config.training.warmup = 1;
+    let device = Device::flex();
+    device.seed(999);
+    let weights = config.model.init(&device);
+    device.seed(config.training.seed);
+    let fresh = config.model.init(&device);
+
+    let dir = ModelDir::new(temp_dir("fine-tune"));
+    let start = Start::FineTune {
+        config: &config,
+        vocabulary: None,
+        weights: &weights,
+    };
+    tf_train::train(&dir, start, &device, &mut Silent).unwrap();
+    let (_, tuned) = dir
+        .load_model(&device, tf_train::store::model_dir::Dropout::Off)
+        .unwrap();
+    let examples = task.samples(64, 3);
+    let (given, tuned, fresh) = (
+        loss_on(&weights, &examples),
+        loss_on(&tuned, &examples),
+        loss_on(&fresh, &examples),
+    );
+    assert!((tuned - given).abs() < 1e-5, "{tuned} vs the given {given}");
+    assert!(
+        (fresh - given).abs() > 1e-3,
+        "{fresh} vs {given}: pick another seed"
+    );
+
+    // Weights of another shape are refused before anything is written.
+    let other = ModelDir::new(temp_dir("fine-tune-other"));
+    let wider = config
+        .model
+        .clone()
+        .with_layer(config.model.layer.clone().with_d_ff(128));
+    let start = Start::FineTune {
+        config: &config,
+        vocabulary: None,
+        weights: &wider.init(&device),
+    };
+    let err = tf_train::train(&other, start, &device, &mut Silent).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot start from the given model"),
+        "{err}"
+    );
+    assert!(!other.path().exists());
+    let _ = std::fs::remove_dir_all(dir.path());
+    let _ = std::fs::remove_dir_all(other.path());
+}

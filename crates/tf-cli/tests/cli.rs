@@ -413,6 +413,67 @@ fn attention_heads_and_prune_inspect_a_trained_model() {
     let config = std::fs::read_to_string(pruned.join("config.json")).unwrap();
     assert!(config.contains("head_counts"));
 
+    // The same pruning fine-tuned: a run in --out that trains the pruned model.
+    let tuned = dir.join("pruned-tuned");
+    let prune_into = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["prune", "--model", model, "--heads", "2"];
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(quick);
+        args.extend(extra);
+        tf(&args)
+    };
+    let out = prune_into(&tuned, &["--finetune-steps", "20"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("fine-tuning the pruned model for 20 steps") && text.contains("fine-tuned:"),
+        "{text}"
+    );
+    let config = std::fs::read_to_string(tuned.join("config.json")).unwrap();
+    assert!(config.contains("head_counts") && config.contains("\"steps\": 20"));
+    assert!(tuned.join("curves.png").is_file());
+    let metrics = std::fs::read_to_string(tuned.join("metrics.csv")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("20,valid,")),
+        "{metrics}"
+    );
+    let eval = tf(&[
+        "eval",
+        "--model",
+        tuned.to_str().unwrap(),
+        "--samples",
+        "20",
+    ]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    // A fine-tune's flags are checked before any work, and nothing is written.
+    let never = dir.join("never");
+    for (extra, message) in [
+        (&["--finetune-lr", "1e-4"][..], "give --finetune-steps too"),
+        (
+            &["--finetune-steps", "5", "--finetune-lr", "0"][..],
+            "learning rate",
+        ),
+    ] {
+        let out = prune_into(&never, extra);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(message),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+        assert!(!never.exists());
+    }
+    let out = tf(&[
+        "prune",
+        "--model",
+        model,
+        "--sweep",
+        "--finetune-steps",
+        "5",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--heads"), "{}", stderr(&out));
+
     // The sweep: 0 to 3 heads removed (each of 3 blocks keeps one), and its plot.
     let plot = dir.join("sweep");
     let mut args = vec![

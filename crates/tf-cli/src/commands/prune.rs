@@ -18,10 +18,13 @@ use tf_train::eval::accuracy::accuracy;
 use tf_train::eval::translate::TranslateOptions;
 use tf_train::store::atomic::write_atomic;
 use tf_train::store::model_dir::Dropout;
-use tf_train::{ModelDir, RunConfig, RunTask};
+use tf_train::training::fine_tune::{final_lr, fine_tune_run, trained_steps};
+use tf_train::{ModelDir, RunConfig, RunTask, Start, train};
 
 use crate::args::{TranslatorSplit, translator_split};
 use crate::commands::EVAL_SEED;
+use crate::commands::train::draw_curves;
+use crate::progress::TrainingProgress;
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["heads", "sweep"])))]
@@ -35,6 +38,14 @@ pub struct PruneArgs {
     /// Model directory to write the pruned model to.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// After removing --heads, train the pruned model this many steps on the model's training
+    /// data with its recipe before writing it (0 = no fine-tune).
+    #[arg(long, default_value_t = 0, requires = "heads")]
+    finetune_steps: usize,
+    /// Peak learning rate of the fine-tune [default: the rate the model's own schedule ended
+    /// at].
+    #[arg(long, requires = "heads")]
+    finetune_lr: Option<f64>,
     /// Instead: the model's score for every number of heads removed, as a table and a plot
     /// (accuracy for a synthetic task; BLEU and sentences/s for a translator).
     #[arg(long)]
@@ -99,12 +110,17 @@ impl OrderChoice {
     }
 }
 
-pub fn run(args: PruneArgs, device: &Device) -> Result<()> {
+pub fn run(mut args: PruneArgs, device: &Device) -> Result<()> {
     if args.importance_samples == 0 || args.eval_samples == Some(0) || args.batch_size == 0 {
         bail!("--importance-samples, --eval-samples and --batch-size must be at least 1");
     }
     let dir = ModelDir::new(&args.model);
     let config = dir.load_config()?;
+    if args.finetune_steps > 0 {
+        args.finetune_lr = Some(finetune_lr(&args, &dir, &config)?);
+    } else if args.finetune_lr.is_some() {
+        bail!("--finetune-lr is the rate of a fine-tune: give --finetune-steps too");
+    }
     if let Some(out) = &args.out {
         ModelDir::new(out).ensure_vacant()?;
     }
@@ -121,6 +137,25 @@ pub fn run(args: PruneArgs, device: &Device) -> Result<()> {
         }
         RunTask::Translation(_) => prune_translator(&args, &dir, device),
     }
+}
+
+/// The fine-tune's peak learning rate: `--finetune-lr`, else the rate the schedule of the run
+/// in `dir` ended at; checked before any work starts.
+fn finetune_lr(args: &PruneArgs, dir: &ModelDir, config: &RunConfig) -> Result<f64> {
+    let lr = match args.finetune_lr {
+        Some(lr) => lr,
+        None => match trained_steps(dir)? {
+            Some(steps) => final_lr(config, steps),
+            None => bail!(
+                "{} records no training steps (no checkpoint, no best.json), so the rate its \
+                 schedule ended at is unknown: give --finetune-lr",
+                dir.path().display()
+            ),
+        },
+    };
+    // The whole fine-tune run is checked here, before minutes of importance and scoring.
+    fine_tune_run(config, config.model.clone(), args.finetune_steps, lr)?;
+    Ok(lr)
 }
 
 /// Importance of every head of the model in `dir`, over `examples`, with `label_smoothing`.
@@ -140,31 +175,65 @@ fn importance_of(
     ))
 }
 
-/// Writes `model` with `remove` pruned into `--out`, with `vocab` when it is a translator;
-/// returns the pruned model.
-fn write_pruned(
-    args: &PruneArgs,
+/// `model` (trained as `config`) without its `count` least important heads, and the run
+/// configuration that fits it.
+fn prune(
     config: &RunConfig,
     model: &Transformer,
     importance: &[HeadImportance],
     count: usize,
-    vocab: Option<&SubwordVocab>,
-) -> Result<Transformer> {
+) -> Result<(RunConfig, Transformer)> {
     let remove = least_important(importance, count)?;
     let (pruned_config, pruned) = model.prune_heads(&config.model, &remove)?;
     for head in &remove {
         println!("removed {head}");
     }
-    let out = ModelDir::new(args.out.as_ref().expect("clap requires --out with --heads"));
-    let pruned_run = RunConfig {
+    let run = RunConfig {
         model: pruned_config,
         ..config.clone()
     };
-    out.save_model(&pruned_run, &pruned)?;
-    if let Some(vocab) = vocab {
-        vocab.save(&out.tokenizer_path())?;
+    Ok((run, pruned))
+}
+
+/// Writes `pruned` (configured as `run`) into `--out` with `vocab` when it is a translator,
+/// after `--finetune-steps` of training on the run's task when asked for; returns the model
+/// written.
+fn write_pruned(
+    args: &PruneArgs,
+    run: &RunConfig,
+    pruned: Transformer,
+    vocab: Option<&SubwordVocab>,
+    device: &Device,
+) -> Result<Transformer> {
+    let out = ModelDir::new(args.out.as_ref().expect("clap requires --out with --heads"));
+    if args.finetune_steps == 0 {
+        out.save_model(run, &pruned)?;
+        if let Some(vocab) = vocab {
+            vocab.save(&out.tokenizer_path())?;
+        }
+        return Ok(pruned);
     }
-    Ok(pruned)
+    let lr = args
+        .finetune_lr
+        .expect("run() resolves the fine-tune's rate");
+    let fine_tune = fine_tune_run(run, run.model.clone(), args.finetune_steps, lr)?;
+    println!(
+        "fine-tuning the pruned model for {} steps (peak learning rate {lr:.2e}) into {}",
+        args.finetune_steps,
+        out.path().display()
+    );
+    let start = Start::FineTune {
+        config: &fine_tune,
+        vocabulary: vocab,
+        weights: &pruned,
+    };
+    let summary = train(&out, start, device, &mut TrainingProgress::new())?;
+    println!(
+        "fine-tune: train loss {:.4} -> {:.4}",
+        summary.first_loss, summary.last_loss
+    );
+    draw_curves(out.path());
+    Ok(out.load_model(device, Dropout::AsConfigured)?.1)
 }
 
 fn sweep_plot_stem(args: &PruneArgs) -> PathBuf {
@@ -204,17 +273,22 @@ fn prune_synthetic(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result<
     );
     if let Some(count) = args.heads {
         let before = measure(&model)?;
-        let pruned = write_pruned(args, &config, &model, &importance, count, None)?;
-        let after = measure(&pruned)?;
-        println!(
-            "heads {} -> {}; exact match {:.4} -> {:.4}; token accuracy {:.4} -> {:.4}",
-            model.heads().len(),
-            pruned.heads().len(),
-            before.exact_match,
-            after.exact_match,
-            before.token_accuracy,
-            after.token_accuracy
-        );
+        let (run, pruned) = prune(&config, &model, &importance, count)?;
+        let describe = |a: &tf_train::eval::accuracy::Accuracy| {
+            format!(
+                "exact match {:.4}, token accuracy {:.4}",
+                a.exact_match, a.token_accuracy
+            )
+        };
+        println!("heads {} -> {}", model.heads().len(), pruned.heads().len());
+        println!("before:      {}", describe(&before));
+        println!("pruned:      {}", describe(&measure(&pruned)?));
+        if args.finetune_steps > 0 {
+            let tuned = write_pruned(args, &run, pruned, None, device)?;
+            println!("fine-tuned:  {}", describe(&measure(&tuned)?));
+        } else {
+            write_pruned(args, &run, pruned, None, device)?;
+        }
         println!(
             "pruned model written to {}",
             args.out.as_ref().unwrap().display()
@@ -255,10 +329,10 @@ fn prune_translator(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result
     let task = config.task.translation()?;
     let vocab = dir.load_vocabulary()?;
     let TranslatorSplit {
+        data,
         split,
         corpus,
         pairs,
-        ..
     } = translator_split(
         task,
         &vocab,
@@ -299,11 +373,20 @@ fn prune_translator(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result
     };
     if let Some(count) = args.heads {
         let before = measure(&model)?;
-        let pruned = write_pruned(args, &config, &model, &importance, count, Some(&vocab))?;
-        let after = measure(&pruned)?;
+        let (mut run, pruned) = prune(&config, &model, &importance, count)?;
+        if let RunTask::Translation(task) = &mut run.task {
+            // A fine-tune trains on the training split of the corpus --data names.
+            task.data = data;
+        }
         println!("heads {} -> {}", model.heads().len(), pruned.heads().len());
-        println!("before: {}", describe(&before));
-        println!("after:  {}", describe(&after));
+        println!("before:     {}", describe(&before));
+        println!("pruned:     {}", describe(&measure(&pruned)?));
+        if args.finetune_steps > 0 {
+            let tuned = write_pruned(args, &run, pruned, Some(&vocab), device)?;
+            println!("fine-tuned: {}", describe(&measure(&tuned)?));
+        } else {
+            write_pruned(args, &run, pruned, Some(&vocab), device)?;
+        }
         println!(
             "pruned model written to {}",
             args.out.as_ref().unwrap().display()

@@ -446,16 +446,21 @@ pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
         ),
     }
     println!("model written to {}", args.out.display());
-    let curves = crate::commands::plot::metrics_of(&args.out).and_then(|run| {
-        let title = format!("{}", args.out.display());
-        Ok(write_curves(&args.out.join("curves"), &title, &[run])?)
+    draw_curves(&args.out);
+    Ok(())
+}
+
+/// Draws the learning curves of the run in `dir` into `dir/curves.png` and `.svg`.
+pub fn draw_curves(dir: &Path) {
+    let curves = crate::commands::plot::metrics_of(dir).and_then(|run| {
+        let title = format!("{}", dir.display());
+        Ok(write_curves(&dir.join("curves"), &title, &[run])?)
     });
     match curves {
         Ok(paths) => println!("learning curves: {}", paths[0].display()),
         // The model is written; a picture that cannot be drawn is worth a warning only.
         Err(err) => eprintln!("warning: no learning curves: {err:#}"),
     }
-    Ok(())
 }
 
 /// Parameter count of the model a config builds, e.g. "0.9M".

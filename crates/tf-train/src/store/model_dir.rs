@@ -263,6 +263,17 @@ pub(crate) fn weights_bytes(model: &Transformer) -> Result<Bytes> {
     Ok(model.clone().into_record().into_bytes()?)
 }
 
+/// `model` with the weights of `source` (on `model`'s device), refusing weights that do not fit.
+pub(crate) fn copy_weights(source: &Transformer, model: Transformer) -> Result<Transformer> {
+    let record = ModuleRecord::from_bytes(weights_bytes(source)?)
+        .map_err(|err| Error::Training(format!("cannot read the weights back: {err:?}")))?;
+    model.try_load_record(record).map_err(|err| {
+        Error::Training(format!(
+            "the weights do not fit the model's configuration: {err:?}"
+        ))
+    })
+}
+
 /// Loads weights from `path` into `model`, refusing missing, extra or mis-shaped tensors.
 pub(crate) fn load_weights(model: Transformer, path: &Path) -> Result<Transformer> {
     let bytes = read_verified(path)?;

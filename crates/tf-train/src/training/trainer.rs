@@ -21,7 +21,7 @@ use crate::error::{Error, Result, ResultExt, bail};
 use crate::eval::accuracy::Accuracy;
 use crate::eval::validation::{Validation, validate};
 use crate::store::checkpoint::{Publish, TrainingState};
-use crate::store::model_dir::{BestModel, ModelDir, RunLock};
+use crate::store::model_dir::{BestModel, ModelDir, RunLock, copy_weights};
 use crate::training::config::{RunConfig, RunTask};
 use crate::training::metrics::{MetricsLog, MetricsRow};
 use crate::training::observer::TrainingObserver;
@@ -40,6 +40,16 @@ pub enum Start<'a> {
         config: &'a RunConfig,
         /// The subword vocabulary (translation only).
         vocabulary: Option<&'a SubwordVocab>,
+    },
+    /// A new run, like [`Start::New`], whose model starts from `weights` instead of a fresh
+    /// initialisation (fine-tuning a pruned model). `weights` must fit `config.model`.
+    FineTune {
+        /// The run.
+        config: &'a RunConfig,
+        /// The subword vocabulary (translation only).
+        vocabulary: Option<&'a SubwordVocab>,
+        /// The model training starts from.
+        weights: &'a Transformer,
     },
     /// Continues the run in the directory from its newest checkpoint, with the configuration
     /// saved there.
@@ -109,7 +119,8 @@ fn validate_average(
 }
 
 /// Trains a run into `dir` on `device` (gradients are taken on its autodiff form), telling
-/// `observer` how it goes. A [`Start::New`] run is checked whole before anything is written.
+/// `observer` how it goes. A [`Start::New`] or [`Start::FineTune`] run is checked whole before
+/// anything is written.
 pub fn train(
     dir: &ModelDir,
     start: Start<'_>,
@@ -175,6 +186,18 @@ fn run(
             let lock = create_run(dir, config, vocabulary)?;
             (config.clone(), lock)
         }
+        Start::FineTune {
+            config,
+            vocabulary,
+            weights,
+        } => {
+            // The weights must fit the configuration before anything is written.
+            config.validate()?;
+            copy_weights(weights, config.model.init(device))
+                .context("cannot start from the given model")?;
+            let lock = create_run(dir, config, vocabulary)?;
+            (config.clone(), lock)
+        }
         Start::Resume => {
             dir.load_config()?; // a clear error, before the lock creates anything
             let lock = dir.lock()?;
@@ -187,6 +210,9 @@ fn run(
     train_device.seed(t.seed);
 
     let mut model: Transformer = config.model.init(&train_device);
+    if let Start::FineTune { weights, .. } = start {
+        model = copy_weights(weights, model).context("cannot start from the given model")?;
+    }
     let mut optimizer = optimizer(&config);
     let mut state = TrainingState {
         step: 0,
