@@ -1177,7 +1177,7 @@ fn distill_keeps_the_teachers_translations_and_trains_a_student_on_them() {
         args.extend_from_slice(extra);
         tf(&args)
     };
-    let out = student("student", &[]);
+    let out = student("student", &["--decoder-layers", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("the student learns from"),
@@ -1195,6 +1195,10 @@ fn distill_keeps_the_teachers_translations_and_trains_a_student_on_them() {
     let config = std::fs::read_to_string(root.join("student/config.json")).unwrap();
     assert!(config.contains("distilled"), "{config}");
     assert!(config.contains("\"d_model\": 8"), "{config}");
+    assert!(
+        config.contains("\"n_encoder_layers\": 1") && config.contains("\"n_decoder_layers\": 2"),
+        "{config}"
+    );
 
     // Flags that would pick another corpus or task, and a student that cannot be built, are
     // refused before the teacher translates.
@@ -1209,5 +1213,13 @@ fn distill_keeps_the_teachers_translations_and_trains_a_student_on_them() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("divisible"), "{}", stderr(&out));
     assert!(!root.join("odd").exists());
+    let out = student("shallow", &["--decoder-layers", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("n_decoder_layers"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!root.join("shallow").exists());
     std::fs::remove_dir_all(&root).unwrap();
 }

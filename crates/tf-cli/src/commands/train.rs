@@ -124,6 +124,9 @@ struct ModelArgs {
     /// Encoder layers and decoder layers (each) [default: 2; translation 3].
     #[arg(long)]
     layers: Option<usize>,
+    /// Decoder layers, when not as many as --layers (a shallow decoder decodes faster).
+    #[arg(long)]
+    decoder_layers: Option<usize>,
     /// Feed-forward inner width d_ff [default: 512; translation 1024].
     #[arg(long)]
     d_ff: Option<usize>,
@@ -279,6 +282,7 @@ impl TrainArgs {
         layer.dropout = m.dropout.unwrap_or(layer.dropout);
         layer.attention_dropout = m.attention_dropout.unwrap_or(layer.attention_dropout);
         preset.layers = m.layers.unwrap_or(preset.layers);
+        preset.decoder_layers = m.decoder_layers.or(preset.decoder_layers);
         preset.training = training.apply(preset.training);
         preset
     }

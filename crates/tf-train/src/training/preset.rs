@@ -17,8 +17,11 @@ use crate::training::config::{RunConfig, TrainingConfig};
 pub struct Preset {
     /// The layers' widths, heads and dropout.
     pub layer: TransformerLayerConfig,
-    /// Encoder layers, and as many decoder layers.
+    /// Encoder layers (and decoder layers, unless `decoder_layers` says otherwise).
     pub layers: usize,
+    /// Decoder layers, when not as many as the encoder's (a deep encoder with a shallow decoder
+    /// decodes faster).
+    pub decoder_layers: Option<usize>,
     /// The training recipe.
     pub training: TrainingConfig,
 }
@@ -34,6 +37,7 @@ impl Preset {
                 .with_n_heads(4)
                 .with_d_ff(512),
             layers: 2,
+            decoder_layers: None,
             training: TrainingConfig::default(),
         }
     }
@@ -49,6 +53,7 @@ impl Preset {
                 .with_n_heads(4)
                 .with_d_ff(1024),
             layers: 3,
+            decoder_layers: None,
             training: TrainingConfig {
                 steps: usize::MAX,
                 epochs: Some(20),
@@ -65,7 +70,7 @@ impl Preset {
         TransformerConfig::new(vocab, vocab)
             .with_layer(self.layer.clone())
             .with_n_encoder_layers(self.layers)
-            .with_n_decoder_layers(self.layers)
+            .with_n_decoder_layers(self.decoder_layers.unwrap_or(self.layers))
             .with_max_len(max_len)
             .with_embedding_sharing(EmbeddingSharing::All)
     }
