@@ -390,3 +390,79 @@ pub fn decoding(device: &Device, repeats: Repeats, lengths: &[usize]) -> Vec<Dec
         })
         .collect()
 }
+
+/// The fused label-smoothed loss against burn's composed one: the loss alone (forward and
+/// backward on `[rows, vocab]` logits) and the translation model's training step with each.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LossComparison {
+    /// Rows of logits (target tokens) and vocabulary.
+    pub shape: [usize; 2],
+    /// Loss forward + backward, fused.
+    pub fused: Timing,
+    /// Loss forward + backward, composed.
+    pub composed: Timing,
+    /// Training step of the translation model (forward, loss, backward, Adam), fused loss.
+    pub step_fused: Timing,
+    /// The same step with the composed loss.
+    pub step_composed: Timing,
+}
+
+/// The loss case on `device` with `batch × len` target tokens over a vocabulary of `vocab`.
+pub fn loss_comparison(
+    device: &Device,
+    repeats: Repeats,
+    batch: usize,
+    len: usize,
+    vocab: usize,
+) -> LossComparison {
+    use tf_train::training::fused_loss::composed_only;
+    let train_device = device.clone().autodiff();
+    train_device.seed(1);
+    let logits = Tensor::<3>::random(
+        [batch, len, vocab],
+        Distribution::Normal(0.0, 3.0),
+        &train_device,
+    )
+    .require_grad();
+    let ids = |d: &Device| {
+        Tensor::<2, Int>::random([batch, len], Distribution::Uniform(3.0, vocab as f64), d)
+    };
+    let targets = ids(&train_device);
+    let loss_pass = || {
+        let loss = label_smoothed_cross_entropy(logits.clone(), targets.clone(), 0, 0.1);
+        let _ = logits.grad(&loss.backward()).map(|g| g.into_data());
+    };
+    let (fused, composed) = alternate(&train_device, repeats, loss_pass, || {
+        composed_only(loss_pass)
+    });
+
+    let config = Preset::translation().model(vocab, len + 1);
+    let mut model: Transformer = config.init(&train_device);
+    let mut optimizer = burn::optim::AdamConfig::new()
+        .with_beta_2(0.98)
+        .with_epsilon(1e-9)
+        .init();
+    let src = ids(&train_device);
+    // One model trained on by both: each step's timing is the same work, with the loss taken
+    // one way or the other.
+    let step = std::cell::RefCell::new(|| {
+        let logits = model.forward(src.clone(), targets.clone(), None, None);
+        let loss = label_smoothed_cross_entropy(logits, targets.clone(), 0, 0.1);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-4, model.clone(), grads);
+        let _ = model.src_embedding.weight().into_data();
+    });
+    let (step_fused, step_composed) = alternate(
+        &train_device,
+        repeats.at_most(7),
+        || (step.borrow_mut())(),
+        || composed_only(|| (step.borrow_mut())()),
+    );
+    LossComparison {
+        shape: [batch * len, vocab],
+        fused,
+        composed,
+        step_fused,
+        step_composed,
+    }
+}

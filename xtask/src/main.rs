@@ -9,6 +9,10 @@
 //! `target/bench/DEVICE.json`, plots under `docs/images/`, and the device's section of
 //! `docs/benchmarks.md`.
 //!
+//! `cargo xtask loss [--quick]` times the fused label-smoothed loss against the composed one,
+//! alone and in a training step of the translation model (docs/benchmarks.md, "Fused
+//! operations").
+//!
 //! `cargo xtask newcomer [--skip-tests] [--max-minutes M]` clones the repository into an empty
 //! folder and runs the README's commands in order against a local copy of the data
 //! ([`newcomer`]).
@@ -75,6 +79,25 @@ enum Task {
         /// Dropout of the model (0.1 in the bench).
         #[arg(long, default_value_t = 0.1)]
         dropout: f64,
+        /// Fewer repeats.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The fused loss against the composed one, alone and in the translation model's training
+    /// step (JSON on the last line).
+    Loss {
+        /// Device to measure on (the fused loss serves Flex).
+        #[arg(long, default_value = "flex", value_parser = backend_parser())]
+        device: Backend,
+        /// Sentences per batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Target tokens per sentence.
+        #[arg(long, default_value_t = 32)]
+        len: usize,
+        /// Vocabulary (the translation default: 8,000).
+        #[arg(long, default_value_t = 8000)]
+        vocab: usize,
         /// Fewer repeats.
         #[arg(long)]
         quick: bool,
@@ -168,6 +191,26 @@ fn main() -> Result<()> {
                 keep,
             }
             .run(repository)
+        }
+        Task::Loss {
+            device,
+            batch,
+            len,
+            vocab,
+            quick,
+        } => {
+            let repeats = Repeats::new(quick).at_most(11);
+            let l = cases::loss_comparison(&device.device(), repeats, batch, len, vocab);
+            eprintln!(
+                "loss {:?}: fused {}, composed {}; training step: fused loss {}, composed {}",
+                l.shape,
+                l.fused.cell(),
+                l.composed.cell(),
+                l.step_fused.cell(),
+                l.step_composed.cell()
+            );
+            println!("{}", serde_json::to_string(&l)?);
+            Ok(())
         }
         Task::Decoding { device, quick } => {
             let repeats = Repeats::new(quick).at_most(5);

@@ -3,17 +3,46 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
+use crate::training::fused_loss;
+
 /// Label-smoothed cross-entropy, mean over the positions whose target is not `pad_id`.
 ///
 /// The smoothed target puts `1 - ε` on the true token and spreads `ε` uniformly over the whole
 /// vocabulary (PyTorch's `CrossEntropyLoss(label_smoothing = ε)`), so the loss is
 /// `(1 - ε)·(-log p_y) + ε·mean_k(-log p_k)`. With `ε = 0` it is plain cross-entropy.
 ///
+/// On the Flex CPU backend this is one fused operation with its own backward
+/// ([`fused_loss`]); elsewhere burn's composed operations.
+///
 /// # Shapes
 /// - `logits`: `[batch, tgt_len, vocab]`
 /// - `targets`: `[batch, tgt_len]`
 /// - returns `[1]`
 pub fn label_smoothed_cross_entropy(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    pad_id: usize,
+    smoothing: f64,
+) -> Tensor<1> {
+    if fused_loss::applies(&logits, &targets) {
+        let [batch, tgt_len, vocab] = logits.dims();
+        return fused_loss::label_smoothed_cross_entropy(
+            logits.reshape([batch * tgt_len, vocab]),
+            targets.reshape([batch * tgt_len]),
+            pad_id,
+            smoothing,
+        );
+    }
+    composed_label_smoothed_cross_entropy(logits, targets, pad_id, smoothing)
+}
+
+/// [`label_smoothed_cross_entropy`] from burn's tensor operations, on any device.
+///
+/// # Shapes
+/// - `logits`: `[batch, tgt_len, vocab]`
+/// - `targets`: `[batch, tgt_len]`
+/// - returns `[1]`
+pub fn composed_label_smoothed_cross_entropy(
     logits: Tensor<3>,
     targets: Tensor<2, Int>,
     pad_id: usize,

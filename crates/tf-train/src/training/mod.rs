@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod fine_tune;
+pub mod fused_loss;
 pub mod loss;
 pub mod metrics;
 pub mod observer;
