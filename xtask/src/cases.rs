@@ -391,31 +391,43 @@ pub fn decoding(device: &Device, repeats: Repeats, lengths: &[usize]) -> Vec<Dec
         .collect()
 }
 
-/// The fused label-smoothed loss against burn's composed one: the loss alone (forward and
-/// backward on `[rows, vocab]` logits) and the translation model's training step with each.
+/// The fused operations against burn's composed ones, each alone and together in the
+/// translation model's training step.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LossComparison {
-    /// Rows of logits (target tokens) and vocabulary.
-    pub shape: [usize; 2],
+pub struct FusedComparison {
+    /// Rows of logits (target tokens) and vocabulary of the loss.
+    pub loss_shape: [usize; 2],
     /// Loss forward + backward, fused.
-    pub fused: Timing,
+    pub loss_fused: Timing,
     /// Loss forward + backward, composed.
-    pub composed: Timing,
-    /// Training step of the translation model (forward, loss, backward, Adam), fused loss.
+    pub loss_composed: Timing,
+    /// Shape of the dropout case (target tokens × `d_model`).
+    pub dropout_shape: [usize; 2],
+    /// Dropout 0.1 forward + backward, fused.
+    pub dropout_fused: Timing,
+    /// Dropout 0.1 forward + backward, burn-nn's.
+    pub dropout_composed: Timing,
+    /// Training step of the translation model (forward, loss, backward, Adam; dropout 0.1),
+    /// every fused operation.
     pub step_fused: Timing,
-    /// The same step with the composed loss.
+    /// The same step with burn's composed operations.
     pub step_composed: Timing,
 }
 
-/// The loss case on `device` with `batch × len` target tokens over a vocabulary of `vocab`.
-pub fn loss_comparison(
+/// Runs `f` with every fused operation turned off.
+fn all_composed<R>(f: impl FnOnce() -> R) -> R {
+    tf_train::training::fused_loss::composed_only(|| tf_layers::fused_dropout::composed_only(f))
+}
+
+/// The fused case on `device` with `batch × len` target tokens, a vocabulary of `vocab` and the
+/// translation model's width.
+pub fn fused_comparison(
     device: &Device,
     repeats: Repeats,
     batch: usize,
     len: usize,
     vocab: usize,
-) -> LossComparison {
-    use tf_train::training::fused_loss::composed_only;
+) -> FusedComparison {
     let train_device = device.clone().autodiff();
     train_device.seed(1);
     let logits = Tensor::<3>::random(
@@ -432,19 +444,32 @@ pub fn loss_comparison(
         let loss = label_smoothed_cross_entropy(logits.clone(), targets.clone(), 0, 0.1);
         let _ = logits.grad(&loss.backward()).map(|g| g.into_data());
     };
-    let (fused, composed) = alternate(&train_device, repeats, loss_pass, || {
-        composed_only(loss_pass)
+    let (loss_fused, loss_composed) = alternate(&train_device, repeats, loss_pass, || {
+        all_composed(loss_pass)
     });
 
-    let config = Preset::translation().model(vocab, len + 1);
+    let preset = Preset::translation();
+    let d_model = preset.layer.d_model;
+    let hidden = Tensor::<2>::random([batch * len, d_model], Distribution::Default, &train_device)
+        .require_grad();
+    let module = burn::nn::DropoutConfig::new(0.1).init();
+    let dropout_pass = || {
+        let out = tf_layers::fused_dropout::dropout(&module, hidden.clone());
+        let _ = hidden.grad(&out.sum().backward()).map(|g| g.into_data());
+    };
+    let (dropout_fused, dropout_composed) = alternate(&train_device, repeats, dropout_pass, || {
+        all_composed(dropout_pass)
+    });
+
+    let config = preset.model(vocab, len + 1);
     let mut model: Transformer = config.init(&train_device);
     let mut optimizer = burn::optim::AdamConfig::new()
         .with_beta_2(0.98)
         .with_epsilon(1e-9)
         .init();
     let src = ids(&train_device);
-    // One model trained on by both: each step's timing is the same work, with the loss taken
-    // one way or the other.
+    // One model trained on by both: each step's timing is the same work, with the operations
+    // taken one way or the other.
     let step = std::cell::RefCell::new(|| {
         let logits = model.forward(src.clone(), targets.clone(), None, None);
         let loss = label_smoothed_cross_entropy(logits, targets.clone(), 0, 0.1);
@@ -456,12 +481,15 @@ pub fn loss_comparison(
         &train_device,
         repeats.at_most(7),
         || (step.borrow_mut())(),
-        || composed_only(|| (step.borrow_mut())()),
+        || all_composed(|| (step.borrow_mut())()),
     );
-    LossComparison {
-        shape: [batch * len, vocab],
-        fused,
-        composed,
+    FusedComparison {
+        loss_shape: [batch * len, vocab],
+        loss_fused,
+        loss_composed,
+        dropout_shape: [batch * len, d_model],
+        dropout_fused,
+        dropout_composed,
         step_fused,
         step_composed,
     }

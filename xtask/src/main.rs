@@ -9,9 +9,9 @@
 //! `target/bench/DEVICE.json`, plots under `docs/images/`, and the device's section of
 //! `docs/benchmarks.md`.
 //!
-//! `cargo xtask loss [--quick]` times the fused label-smoothed loss against the composed one,
-//! alone and in a training step of the translation model (docs/benchmarks.md, "Fused
-//! operations").
+//! `cargo xtask fused [--quick]` times the fused operations (loss, dropout) against burn's
+//! composed ones, each alone and together in a training step of the translation model
+//! (docs/benchmarks.md, "Fused operations").
 //!
 //! `cargo xtask newcomer [--skip-tests] [--max-minutes M]` clones the repository into an empty
 //! folder and runs the README's commands in order against a local copy of the data
@@ -83,10 +83,10 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// The fused loss against the composed one, alone and in the translation model's training
-    /// step (JSON on the last line).
-    Loss {
-        /// Device to measure on (the fused loss serves Flex).
+    /// The fused operations against burn's composed ones, each alone and together in the
+    /// translation model's training step (JSON on the last line).
+    Fused {
+        /// Device to measure on (the fused operations serve Flex).
         #[arg(long, default_value = "flex", value_parser = backend_parser())]
         device: Backend,
         /// Sentences per batch.
@@ -192,7 +192,7 @@ fn main() -> Result<()> {
             }
             .run(repository)
         }
-        Task::Loss {
+        Task::Fused {
             device,
             batch,
             len,
@@ -200,12 +200,16 @@ fn main() -> Result<()> {
             quick,
         } => {
             let repeats = Repeats::new(quick).at_most(11);
-            let l = cases::loss_comparison(&device.device(), repeats, batch, len, vocab);
+            let l = cases::fused_comparison(&device.device(), repeats, batch, len, vocab);
             eprintln!(
-                "loss {:?}: fused {}, composed {}; training step: fused loss {}, composed {}",
-                l.shape,
-                l.fused.cell(),
-                l.composed.cell(),
+                "loss {:?}: fused {}, composed {}\ndropout {:?}: fused {}, composed {}\n\
+                 training step: fused {}, composed {}",
+                l.loss_shape,
+                l.loss_fused.cell(),
+                l.loss_composed.cell(),
+                l.dropout_shape,
+                l.dropout_fused.cell(),
+                l.dropout_composed.cell(),
                 l.step_fused.cell(),
                 l.step_composed.cell()
             );

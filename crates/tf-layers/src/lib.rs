@@ -3,7 +3,8 @@
 //! The layers of "Attention Is All You Need" (Vaswani et al., 2017) for [burn], built on
 //! [`tf_attention`]: positional encodings (§3.5), the position-wise feed-forward network (§3.3),
 //! the residual + dropout + LayerNorm wrapper (§3.1, §5.4, post-norm as in the paper or
-//! pre-norm), and the encoder and decoder layers (§3.1).
+//! pre-norm), and the encoder and decoder layers (§3.1). Dropout runs as one fused operation
+//! with its own backward on the Flex CPU backend ([`fused_dropout`]).
 //!
 //! ```
 //! use burn::tensor::{Device, Distribution, Tensor};
@@ -21,6 +22,7 @@
 pub mod decoder_layer;
 pub mod encoder_layer;
 pub mod feed_forward;
+pub mod fused_dropout;
 pub mod layer_config;
 pub mod positional_encoding;
 pub mod residual;

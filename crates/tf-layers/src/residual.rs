@@ -6,6 +6,8 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::Tensor;
 
+use crate::fused_dropout::dropout;
+
 /// Where the layer normalisation sits relative to the residual connection.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum NormPosition {
@@ -71,11 +73,11 @@ impl ResidualNorm {
         match self.position {
             NormPosition::Post => {
                 let (out, extra) = sublayer(x.clone());
-                (self.norm.forward(x + self.dropout.forward(out)), extra)
+                (self.norm.forward(x + dropout(&self.dropout, out)), extra)
             }
             NormPosition::Pre => {
                 let (out, extra) = sublayer(self.norm.forward(x.clone()));
-                (x + self.dropout.forward(out), extra)
+                (x + dropout(&self.dropout, out), extra)
             }
         }
     }

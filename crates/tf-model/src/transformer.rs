@@ -262,7 +262,7 @@ impl Transformer {
         offset: usize,
     ) -> Tensor<3> {
         let x = self.positional.forward(embedding.forward(tokens), offset);
-        self.embedding_dropout.forward(x)
+        tf_layers::fused_dropout::dropout(&self.embedding_dropout, x)
     }
 
     fn encode_inner(
