@@ -414,11 +414,6 @@ pub struct FusedComparison {
     pub step_composed: Timing,
 }
 
-/// Runs `f` with every fused operation turned off.
-fn all_composed<R>(f: impl FnOnce() -> R) -> R {
-    tf_train::training::fused_loss::composed_only(|| tf_layers::fused_dropout::composed_only(f))
-}
-
 /// The fused case on `device` with `batch × len` target tokens, a vocabulary of `vocab` and the
 /// translation model's width.
 pub fn fused_comparison(
@@ -445,7 +440,7 @@ pub fn fused_comparison(
         let _ = logits.grad(&loss.backward()).map(|g| g.into_data());
     };
     let (loss_fused, loss_composed) = alternate(&train_device, repeats, loss_pass, || {
-        all_composed(loss_pass)
+        tf_attention::fused::composed_only(loss_pass)
     });
 
     let preset = Preset::translation();
@@ -458,7 +453,7 @@ pub fn fused_comparison(
         let _ = hidden.grad(&out.sum().backward()).map(|g| g.into_data());
     };
     let (dropout_fused, dropout_composed) = alternate(&train_device, repeats, dropout_pass, || {
-        all_composed(dropout_pass)
+        tf_attention::fused::composed_only(dropout_pass)
     });
 
     let config = preset.model(vocab, len + 1);
@@ -481,7 +476,7 @@ pub fn fused_comparison(
         &train_device,
         repeats.at_most(7),
         || (step.borrow_mut())(),
-        || all_composed(|| (step.borrow_mut())()),
+        || tf_attention::fused::composed_only(|| (step.borrow_mut())()),
     );
     FusedComparison {
         loss_shape: [batch * len, vocab],

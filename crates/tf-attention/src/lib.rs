@@ -26,6 +26,7 @@
 
 pub mod compare;
 pub mod error;
+pub mod fused;
 pub mod mask;
 pub mod mha;
 pub mod sdpa;

@@ -10,8 +10,6 @@
 //!
 //! [`dropout`] takes this path for f32 tensors on Flex and burn-nn's module everywhere else.
 
-use std::cell::Cell;
-
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -20,10 +18,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::backend_extension;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Bytes, DType, Dispatch, DispatchDevice, Flex};
+use burn::backend::{Backend, Bytes, DType, Dispatch, Flex};
 use burn::nn::Dropout;
 use burn::tensor::{Distribution, Int, Tensor};
 use rayon::prelude::*;
+use tf_attention::fused;
 
 /// Dropout as a backend operation: Flex computes it, autodiff over Flex differentiates it.
 #[backend_extension(Flex, Autodiff)]
@@ -37,57 +36,12 @@ pub trait FusedDropoutBackend: Backend {
     fn fused_dropout(input: FloatTensor<Self>, seed: u64, prob: f32) -> FloatTensor<Self>;
 }
 
-thread_local! {
-    static CALLS: Cell<FusedDropoutCalls> = const { Cell::new(FusedDropoutCalls { forward: 0, backward: 0 }) };
-    static ENABLED: Cell<bool> = const { Cell::new(true) };
-}
+/// The name [`tf_attention::fused::calls`] counts this operation under.
+pub const OP: &str = "dropout";
 
-/// How often this thread ran the fused dropout: a test's proof that the fused path was taken.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FusedDropoutCalls {
-    /// Forward passes.
-    pub forward: usize,
-    /// Backward passes.
-    pub backward: usize,
-}
-
-/// The fused dropout's calls on this thread so far.
-pub fn calls() -> FusedDropoutCalls {
-    CALLS.with(Cell::get)
-}
-
-fn count(forward: usize, backward: usize) {
-    CALLS.with(|c| {
-        let now = c.get();
-        c.set(FusedDropoutCalls {
-            forward: now.forward + forward,
-            backward: now.backward + backward,
-        })
-    });
-}
-
-/// Runs `f` with the fused dropout turned off on this thread: [`dropout`] then always runs
-/// burn-nn's module (to compare the two, or to rule the fused one out).
-pub fn composed_only<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ENABLED.with(|e| e.set(self.0));
-        }
-    }
-    let _restore = Restore(ENABLED.with(|e| e.replace(false)));
-    f()
-}
-
-/// Whether the fused dropout serves `input`: f32 on Flex, unless [`composed_only`] turned it
-/// off.
+/// Whether the fused dropout serves `input`: f32 on Flex (see [`fused::applies`]).
 pub fn applies<const D: usize>(input: &Tensor<D>) -> bool {
-    ENABLED.with(Cell::get)
-        && matches!(
-            input.device().without_autodiff().as_dispatch(),
-            DispatchDevice::Flex(_)
-        )
-        && input.dtype() == DType::F32
+    fused::applies(&input.device(), input.dtype())
 }
 
 /// `module` applied to `input`: the identity outside training (no autodiff, the module frozen,
@@ -184,7 +138,7 @@ fn apply(tensor: FlexTensor, seed: u64, prob: f32) -> FlexTensor {
 
 impl FusedDropoutBackend for Flex {
     fn fused_dropout(input: FlexTensor, seed: u64, prob: f32) -> FlexTensor {
-        count(1, 0);
+        fused::count(OP, 1, 0);
         apply(input, seed, prob)
     }
 }
@@ -200,7 +154,7 @@ impl Backward<Flex, 1> for DropoutBackward {
         let [input] = ops.parents;
         let upstream = grads.consume::<Flex>(&ops.node);
         if let Some(input) = input {
-            count(0, 1);
+            fused::count(OP, 0, 1);
             let (seed, prob) = ops.state;
             grads.register::<Flex>(input.id, apply(upstream, seed, prob));
         }
@@ -209,7 +163,7 @@ impl Backward<Flex, 1> for DropoutBackward {
 
 impl<C: CheckpointStrategy> FusedDropoutBackend for Autodiff<Flex, C> {
     fn fused_dropout(input: FloatTensor<Self>, seed: u64, prob: f32) -> FloatTensor<Self> {
-        count(1, 0);
+        fused::count(OP, 1, 0);
         match DropoutBackward
             .prepare::<C>([input.node()])
             .compute_bound()
@@ -264,17 +218,17 @@ mod tests {
         let module = DropoutConfig::new(0.5).init();
         let flex = Device::flex();
         let x = Tensor::<2>::ones([4, 8], &flex);
-        let before = calls();
+        let before = fused::calls(OP);
         assert_eq!(
             values(dropout(&module, x.clone())),
             values(x.clone()),
             "no autodiff"
         );
-        assert_eq!(calls(), before);
+        assert_eq!(fused::calls(OP), before);
         let train = flex.clone().autodiff();
         dropout(&module, Tensor::<2>::ones([4, 8], &train));
-        assert_eq!(calls().forward, before.forward + 1);
-        assert!(!composed_only(|| applies(&x)));
+        assert_eq!(fused::calls(OP).forward, before.forward + 1);
+        assert!(!fused::composed_only(|| applies(&x)));
         #[allow(deprecated)]
         let ndarray = Tensor::<2>::ones([4, 8], &Device::ndarray().autodiff());
         assert!(!applies(&ndarray));

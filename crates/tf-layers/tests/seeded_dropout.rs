@@ -4,7 +4,8 @@
 
 use burn::nn::DropoutConfig;
 use burn::tensor::{Device, Tensor};
-use tf_layers::fused_dropout::{calls, dropout};
+use tf_attention::fused::calls;
+use tf_layers::fused_dropout::{OP, dropout};
 
 #[test]
 fn a_device_seed_gives_the_same_masks_again() {
@@ -20,10 +21,10 @@ fn a_device_seed_gives_the_same_masks_again() {
         device.seed(seed);
         (mask(), mask())
     };
-    let before = calls();
+    let before = calls(OP);
     let (a1, a2) = masks(5);
     assert_eq!(
-        calls().forward,
+        calls(OP).forward,
         before.forward + 2,
         "the fused path on Flex"
     );

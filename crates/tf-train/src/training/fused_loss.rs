@@ -15,9 +15,8 @@
 //! keeps anyway. Rows are split across rayon's threads.
 //!
 //! [`label_smoothed_cross_entropy`](crate::training::loss::label_smoothed_cross_entropy) takes
-//! this path on Flex with f32 logits and keeps the composed one for every other device.
-
-use std::cell::Cell;
+//! this path on Flex with f32 logits and keeps the composed one for every other device (and
+//! inside [`tf_attention::fused::composed_only`]).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -27,9 +26,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::backend_extension;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Backend, Bytes, DType, Dispatch, DispatchDevice, Flex, Shape};
+use burn::backend::{Backend, Bytes, DType, Dispatch, Flex, Shape};
 use burn::tensor::{Int, Tensor};
 use rayon::prelude::*;
+use tf_attention::fused;
 
 /// The loss as a backend operation: Flex computes it, autodiff over Flex differentiates it.
 #[backend_extension(Flex, Autodiff)]
@@ -48,58 +48,16 @@ pub trait FusedLossBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-thread_local! {
-    static CALLS: Cell<FusedLossCalls> = const { Cell::new(FusedLossCalls { forward: 0, backward: 0 }) };
-    static ENABLED: Cell<bool> = const { Cell::new(true) };
-}
+/// The name [`tf_attention::fused::calls`] counts this operation under.
+pub const OP: &str = "label_smoothed_cross_entropy";
 
-/// Runs `f` with the fused loss turned off on this thread: every device then computes the loss
-/// with burn's composed operations (to compare the two, or to rule the fused one out).
-pub fn composed_only<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ENABLED.with(|e| e.set(self.0));
-        }
-    }
-    let _restore = Restore(ENABLED.with(|e| e.replace(false)));
-    f()
-}
-
-/// How often this thread ran the fused loss: a test's proof that the fused path was taken.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FusedLossCalls {
-    /// Forward passes.
-    pub forward: usize,
-    /// Backward passes.
-    pub backward: usize,
-}
-
-/// The fused loss's calls on this thread so far.
-pub fn calls() -> FusedLossCalls {
-    CALLS.with(Cell::get)
-}
-
-fn count(forward: usize, backward: usize) {
-    CALLS.with(|c| {
-        let now = c.get();
-        c.set(FusedLossCalls {
-            forward: now.forward + forward,
-            backward: now.backward + backward,
-        })
-    });
-}
-
-/// Whether the fused loss serves these tensors: f32 logits and i64/i32 targets on Flex (with or
-/// without autodiff), unless [`composed_only`] turned it off.
+/// Whether the fused loss serves these tensors: f32 logits on Flex (see [`fused::applies`])
+/// and i64/i32 targets.
 pub fn applies<const D: usize, const E: usize>(
     logits: &Tensor<D>,
     targets: &Tensor<E, Int>,
 ) -> bool {
-    let device = logits.device().without_autodiff();
-    ENABLED.with(Cell::get)
-        && matches!(device.as_dispatch(), DispatchDevice::Flex(_))
-        && logits.dtype() == DType::F32
+    fused::applies(&logits.device(), logits.dtype())
         && matches!(targets.dtype(), DType::I64 | DType::I32)
 }
 
@@ -160,7 +118,7 @@ fn target_ids(targets: &FlexTensor) -> Vec<i64> {
 
 /// Per row: log-sum-exp and the row's loss `lse − (1 − ε)·z_y − ε·mean(z)` (0 for padding).
 fn forward(logits: FlexTensor, targets: &FlexTensor, pad_id: usize, smoothing: f32) -> Forward {
-    count(1, 0);
+    fused::count(OP, 1, 0);
     let logits = logits.to_contiguous();
     let [rows, vocab] = logits.layout().shape().dims::<2>();
     let targets = target_ids(targets);
@@ -248,7 +206,7 @@ fn exp(x: f32) -> f32 {
 
 /// The gradient of the loss with respect to the logits, for an incoming gradient `upstream`.
 fn backward(saved: &Saved, upstream: f32) -> FlexTensor {
-    count(0, 1);
+    fused::count(OP, 0, 1);
     let shape = saved.logits.layout().shape().clone();
     let [_, vocab] = shape.dims::<2>();
     let n_tokens = saved.targets.iter().filter(|&&t| t != saved.pad_id).count();
@@ -365,7 +323,7 @@ mod tests {
         let device = Device::flex().autodiff();
         let (logits, targets) = case(2, 2, &[3f32.ln(), 0.0, 50.0, -50.0], &[1, 0], &device);
         let logits = logits.require_grad();
-        let before = calls();
+        let before = fused::calls(OP);
         let loss = label_smoothed_cross_entropy(logits.clone(), targets, 0, 0.1);
         let expected = 0.9 * 4f64.ln() + 0.1 * ((4f64 / 3.0).ln() + 4f64.ln()) / 2.0;
         let value = loss.clone().into_scalar::<f32>();
@@ -380,8 +338,8 @@ mod tests {
             assert!((g - w).abs() < 1e-6, "{grad:?} vs {want:?}");
         }
         assert_eq!(
-            calls(),
-            FusedLossCalls {
+            fused::calls(OP),
+            fused::Calls {
                 forward: before.forward + 1,
                 backward: before.backward + 1
             }
@@ -414,7 +372,10 @@ mod tests {
         let ndarray = crate::Backend::Ndarray.device();
         assert!(!applies(&logits(&ndarray), &targets(&ndarray)));
         let flex = Device::flex();
-        assert!(!composed_only(|| applies(&logits(&flex), &targets(&flex))));
+        assert!(!fused::composed_only(|| applies(
+            &logits(&flex),
+            &targets(&flex)
+        )));
         assert!(applies(&logits(&flex), &targets(&flex)), "turned on again");
     }
 

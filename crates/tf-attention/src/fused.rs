@@ -1,0 +1,112 @@
+//! What the fused CPU operations of these crates share (the dropout of `tf-layers`, the loss of
+//! `tf-train`): when they apply, a switch that turns them all off, and per-operation call
+//! counts that let a test prove a fused path was taken.
+//!
+//! A fused operation is a burn backend extension with a Flex kernel and a hand-written
+//! backward under autodiff; every other device keeps burn's composed operations, which are the
+//! reference the fused ones are tested against.
+
+use std::cell::{Cell, RefCell};
+
+use burn::backend::{DType, DispatchDevice};
+use burn::tensor::Device;
+
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(true) };
+    static CALLS: RefCell<Vec<(&'static str, Calls)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How often this thread ran one fused operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// Forward passes.
+    pub forward: usize,
+    /// Backward passes.
+    pub backward: usize,
+}
+
+/// The calls of the fused operation named `op` on this thread so far.
+pub fn calls(op: &str) -> Calls {
+    CALLS.with(|calls| {
+        calls
+            .borrow()
+            .iter()
+            .find(|(name, _)| *name == op)
+            .map_or_else(Calls::default, |(_, c)| *c)
+    })
+}
+
+/// Counts `forward` and `backward` passes of the fused operation `op` (its kernels call this).
+pub fn count(op: &'static str, forward: usize, backward: usize) {
+    CALLS.with(|calls| {
+        let mut calls = calls.borrow_mut();
+        let index = match calls.iter().position(|(name, _)| *name == op) {
+            Some(index) => index,
+            None => {
+                calls.push((op, Calls::default()));
+                calls.len() - 1
+            }
+        };
+        calls[index].1.forward += forward;
+        calls[index].1.backward += backward;
+    });
+}
+
+/// Runs `f` with every fused operation turned off on this thread: each then runs burn's
+/// composed operations, as on any other device (to compare the two, or to rule the fused ones
+/// out).
+pub fn composed_only<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ENABLED.with(|e| e.set(self.0));
+        }
+    }
+    let _restore = Restore(ENABLED.with(|e| e.replace(false)));
+    f()
+}
+
+/// Whether a fused operation serves `dtype` tensors on `device`: f32 on Flex, with or without
+/// autodiff, unless [`composed_only`] turned the fused operations off.
+pub fn applies(device: &Device, dtype: DType) -> bool {
+    ENABLED.with(Cell::get)
+        && dtype == DType::F32
+        && matches!(
+            device.clone().without_autodiff().as_dispatch(),
+            DispatchDevice::Flex(_)
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flex_f32_only_and_off_inside_composed_only() {
+        let flex = Device::flex();
+        assert!(applies(&flex, DType::F32) && applies(&flex.clone().autodiff(), DType::F32));
+        assert!(!applies(&flex, DType::F16));
+        #[allow(deprecated)]
+        let ndarray = Device::ndarray();
+        assert!(!applies(&ndarray, DType::F32));
+        assert!(!composed_only(|| applies(&flex, DType::F32)));
+        let nested = composed_only(|| composed_only(|| 1) + i32::from(applies(&flex, DType::F32)));
+        assert_eq!(nested, 1, "still off after an inner composed_only");
+        assert!(applies(&flex, DType::F32), "on again");
+    }
+
+    #[test]
+    fn calls_are_counted_per_operation() {
+        let before = (calls("a"), calls("b"));
+        count("a", 1, 0);
+        count("a", 0, 2);
+        assert_eq!(
+            calls("a"),
+            Calls {
+                forward: before.0.forward + 1,
+                backward: before.0.backward + 2
+            }
+        );
+        assert_eq!(calls("b"), before.1);
+    }
+}
