@@ -196,22 +196,22 @@ fn prune(
 }
 
 /// Writes `pruned` (configured as `run`) into `--out` with `vocab` when it is a translator,
-/// after `--finetune-steps` of training on the run's task when asked for; returns the model
-/// written.
+/// after `--finetune-steps` of training on the run's task when asked for; returns the
+/// fine-tuned model, if there was a fine-tune.
 fn write_pruned(
     args: &PruneArgs,
     run: &RunConfig,
     pruned: Transformer,
     vocab: Option<&SubwordVocab>,
     device: &Device,
-) -> Result<Transformer> {
+) -> Result<Option<Transformer>> {
     let out = ModelDir::new(args.out.as_ref().expect("clap requires --out with --heads"));
     if args.finetune_steps == 0 {
         out.save_model(run, &pruned)?;
         if let Some(vocab) = vocab {
             vocab.save(&out.tokenizer_path())?;
         }
-        return Ok(pruned);
+        return Ok(None);
     }
     let lr = args
         .finetune_lr
@@ -233,7 +233,7 @@ fn write_pruned(
         summary.first_loss, summary.last_loss
     );
     draw_curves(out.path());
-    Ok(out.load_model(device, Dropout::AsConfigured)?.1)
+    Ok(Some(out.load_model(device, Dropout::AsConfigured)?.1))
 }
 
 fn sweep_plot_stem(args: &PruneArgs) -> PathBuf {
@@ -283,11 +283,8 @@ fn prune_synthetic(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result<
         println!("heads {} -> {}", model.heads().len(), pruned.heads().len());
         println!("before:      {}", describe(&before));
         println!("pruned:      {}", describe(&measure(&pruned)?));
-        if args.finetune_steps > 0 {
-            let tuned = write_pruned(args, &run, pruned, None, device)?;
+        if let Some(tuned) = write_pruned(args, &run, pruned, None, device)? {
             println!("fine-tuned:  {}", describe(&measure(&tuned)?));
-        } else {
-            write_pruned(args, &run, pruned, None, device)?;
         }
         println!(
             "pruned model written to {}",
@@ -381,11 +378,8 @@ fn prune_translator(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result
         println!("heads {} -> {}", model.heads().len(), pruned.heads().len());
         println!("before:     {}", describe(&before));
         println!("pruned:     {}", describe(&measure(&pruned)?));
-        if args.finetune_steps > 0 {
-            let tuned = write_pruned(args, &run, pruned, Some(&vocab), device)?;
+        if let Some(tuned) = write_pruned(args, &run, pruned, Some(&vocab), device)? {
             println!("fine-tuned: {}", describe(&measure(&tuned)?));
-        } else {
-            write_pruned(args, &run, pruned, Some(&vocab), device)?;
         }
         println!(
             "pruned model written to {}",

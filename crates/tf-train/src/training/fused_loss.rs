@@ -91,6 +91,8 @@ struct Saved {
     log_sum_exp: Vec<f32>,
     pad_id: i64,
     smoothing: f32,
+    /// Rows whose target is not `pad_id`: the mean's divisor.
+    n_tokens: usize,
 }
 
 /// The forward's result: the loss, and what the backward needs.
@@ -152,6 +154,7 @@ fn forward(logits: FlexTensor, targets: &FlexTensor, pad_id: usize, smoothing: f
             log_sum_exp,
             pad_id,
             smoothing,
+            n_tokens,
         },
     }
 }
@@ -209,8 +212,7 @@ fn backward(saved: &Saved, upstream: f32) -> FlexTensor {
     fused::count(OP, 0, 1);
     let shape = saved.logits.layout().shape().clone();
     let [_, vocab] = shape.dims::<2>();
-    let n_tokens = saved.targets.iter().filter(|&&t| t != saved.pad_id).count();
-    let scale = upstream / n_tokens as f32;
+    let scale = upstream / saved.n_tokens as f32;
     let uniform = saved.smoothing / vocab as f32;
     let on_target = 1.0 - saved.smoothing;
     let z = saved.logits.storage::<f32>();

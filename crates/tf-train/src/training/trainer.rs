@@ -181,10 +181,12 @@ fn run(
     device: &Device,
     observer: &mut dyn TrainingObserver,
 ) -> Result<TrainSummary> {
-    let (config, _lock) = match start {
+    let train_device = device.clone().autodiff();
+    // The model a fine-tune starts from, on the training device.
+    let (config, _lock, given) = match start {
         Start::New { config, vocabulary } => {
             let lock = create_run(dir, config, vocabulary)?;
-            (config.clone(), lock)
+            (config.clone(), lock, None)
         }
         Start::FineTune {
             config,
@@ -193,26 +195,22 @@ fn run(
         } => {
             // The weights must fit the configuration before anything is written.
             config.validate()?;
-            copy_weights(weights, config.model.init(device))
+            let model = copy_weights(weights, config.model.init(&train_device))
                 .context("cannot start from the given model")?;
             let lock = create_run(dir, config, vocabulary)?;
-            (config.clone(), lock)
+            (config.clone(), lock, Some(model))
         }
         Start::Resume => {
             dir.load_config()?; // a clear error, before the lock creates anything
             let lock = dir.lock()?;
-            (dir.load_config()?, lock)
+            (dir.load_config()?, lock, None)
         }
     };
     let t = &config.training;
     let mut data = TrainingData::new(&config, dir, &mut |line| observer.report(line))?;
-    let train_device = device.clone().autodiff();
     train_device.seed(t.seed);
 
-    let mut model: Transformer = config.model.init(&train_device);
-    if let Start::FineTune { weights, .. } = start {
-        model = copy_weights(weights, model).context("cannot start from the given model")?;
-    }
+    let mut model: Transformer = given.unwrap_or_else(|| config.model.init(&train_device));
     let mut optimizer = optimizer(&config);
     let mut state = TrainingState {
         step: 0,
