@@ -1132,7 +1132,7 @@ fn distill_keeps_the_teachers_translations_and_trains_a_student_on_them() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     // A stopped run left 3 whole lines and a cut one: they are kept, the rest translated.
-    let distilled = teacher.join("distilled");
+    let distilled = teacher.join("distilled").join("beam2-alpha0.6");
     std::fs::create_dir_all(&distilled).unwrap();
     std::fs::write(
         distilled.join("train.en.part"),
@@ -1199,6 +1199,13 @@ fn distill_keeps_the_teachers_translations_and_trains_a_student_on_them() {
         config.contains("\"n_encoder_layers\": 1") && config.contains("\"n_decoder_layers\": 2"),
         "{config}"
     );
+
+    // Another length penalty makes translations of its own instead of reusing those above.
+    let out = student("longer", &["--teacher-alpha", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let longer = std::fs::read_to_string(teacher.join("distilled/beam2-alpha1/train.en")).unwrap();
+    assert_eq!(longer.lines().count(), 20, "{longer}");
+    assert!(!longer.contains("kept 1"), "{longer}");
 
     // Flags that would pick another corpus or task, and a student that cannot be built, are
     // refused before the teacher translates.

@@ -1,5 +1,5 @@
 //! `tf distill`: sequence-level knowledge distillation. The teacher translates its training split
-//! with beam search (kept in `TEACHER/distilled/`, continued if stopped), then a student is
+//! with beam search (kept in `TEACHER/distilled/beamB-alphaA/`, continued if stopped), then a student is
 //! trained on those translations with `tf train`'s loop and flags.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use tf_train::ModelDir;
-use tf_train::data::distillation::distilled_corpus;
+use tf_train::data::distillation::{distilled_corpus, distilled_dir};
 use tf_train::eval::translate::TranslateOptions;
 use tf_train::store::model_dir::Dropout;
 
@@ -19,7 +19,7 @@ use crate::progress::bar;
 #[derive(Args, Debug)]
 pub struct DistillArgs {
     /// The teacher: a translation model directory; its translations of the training split are
-    /// kept in TEACHER/distilled/.
+    /// kept in TEACHER/distilled/beamB-alphaA/, one folder per beam setting.
     #[arg(long)]
     teacher: PathBuf,
     /// Beams of the teacher's translations (Kim & Rush: 5).
@@ -83,14 +83,13 @@ pub fn run(args: DistillArgs, device: &Device) -> Result<()> {
         ..TranslateOptions::beam(args.teacher_beam, args.teacher_alpha)
     };
     println!(
-        "the teacher {} translates {}.{} (beam {}) into {}",
+        "the teacher {} translates {}.{} (beam {}, length penalty {}) into {}",
         args.teacher.display(),
         task.train_split,
         task.src,
         args.teacher_beam,
-        args.teacher
-            .join(tf_train::data::distillation::DISTILLED_DIR)
-            .display()
+        args.teacher_alpha,
+        distilled_dir(&args.teacher, &options).display()
     );
     let progress = bar(0);
     let corpus = distilled_corpus(

@@ -1,8 +1,9 @@
 //! Sequence-level knowledge distillation (Kim & Rush, 2016): a student learns from the teacher's
 //! beam-search translations of the training split instead of the references. The teacher's
-//! translations are kept in its model directory (`TEACHER/distilled/`), beside copies of the
-//! source side and the validation split, so that the folder is a corpus a student trains on
-//! (`--data TEACHER/distilled`) and a later student need not translate again.
+//! translations are kept in its model directory (`TEACHER/distilled/beam5-alpha0.6/`, one folder
+//! per beam size and length penalty, so that other settings never reuse them), beside copies of
+//! the source side and the validation split, so that the folder is a corpus a student trains on
+//! (`--data TEACHER/distilled/beam5-alpha0.6`) and a later student need not translate again.
 //!
 //! Translating 29,000 sentences with beam 5 takes minutes: the output grows chunk by chunk in
 //! `SPLIT.TGT.part`, synced after each chunk, and a run that was stopped continues after the
@@ -23,13 +24,22 @@ use crate::error::{Error, Result};
 use crate::eval::translate::{TranslateOptions, translate};
 use crate::store::atomic::write_atomic;
 
-/// The folder of a teacher's model directory that holds its distilled corpus.
+/// The folder of a teacher's model directory that holds its distilled corpora.
 pub const DISTILLED_DIR: &str = "distilled";
+
+/// Where the corpus the teacher in `teacher_dir` makes with `options` is kept:
+/// `teacher_dir/distilled/beam{B}-alpha{A}`. The beam size and the length penalty change the
+/// translations, so each setting has its own folder.
+pub fn distilled_dir(teacher_dir: &Path, options: &TranslateOptions) -> PathBuf {
+    teacher_dir
+        .join(DISTILLED_DIR)
+        .join(format!("beam{}-alpha{}", options.beam_size, options.alpha))
+}
 
 /// Sentences translated between two syncs of the output.
 pub const CHUNK_SENTENCES: usize = 512;
 
-/// The teacher's corpus for a student: `teacher_dir/distilled/`, holding the training split's
+/// The teacher's corpus for a student: [`distilled_dir`], holding the training split's
 /// source side, the teacher's translations of it, and the validation split, all under the
 /// names of `task` (the teacher's). Translates what is missing, continuing a stopped run;
 /// `progress` hears `(sentences done, sentences in the split)`.
@@ -46,7 +56,7 @@ pub fn distilled_corpus(
     device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<PathBuf> {
-    let out = teacher_dir.join(DISTILLED_DIR);
+    let out = distilled_dir(teacher_dir, options);
     fs::create_dir_all(&out).map_err(|err| Error::io("create", &out, err))?;
     for (split, lang) in [
         (&task.train_split, &task.src),
@@ -119,6 +129,23 @@ fn whole_lines(path: &Path) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::testing::temp_dir;
+
+    #[test]
+    fn each_beam_setting_has_its_own_corpus_folder() {
+        let teacher = Path::new("runs/de-en");
+        assert_eq!(
+            distilled_dir(teacher, &TranslateOptions::beam(5, 0.6)),
+            Path::new("runs/de-en/distilled/beam5-alpha0.6")
+        );
+        assert_eq!(
+            distilled_dir(teacher, &TranslateOptions::beam(5, 1.0)),
+            Path::new("runs/de-en/distilled/beam5-alpha1")
+        );
+        assert_ne!(
+            distilled_dir(teacher, &TranslateOptions::beam(4, 0.6)),
+            distilled_dir(teacher, &TranslateOptions::beam(5, 0.6))
+        );
+    }
 
     #[test]
     fn a_line_cut_short_is_dropped_and_whole_lines_counted() {
