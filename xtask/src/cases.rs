@@ -407,6 +407,12 @@ pub struct FusedComparison {
     pub dropout_fused: Timing,
     /// Dropout 0.1 forward + backward, burn-nn's.
     pub dropout_composed: Timing,
+    /// Shape of the attention case (`[batch, len, d_model]`, the translation model's heads).
+    pub attention_shape: [usize; 3],
+    /// Causal self-attention with key padding, forward + backward, fused.
+    pub attention_fused: Timing,
+    /// The same with burn's composed attention.
+    pub attention_composed: Timing,
     /// Training step of the translation model (forward, loss, backward, Adam; dropout 0.1),
     /// every fused operation.
     pub step_fused: Timing,
@@ -456,6 +462,25 @@ pub fn fused_comparison(
         tf_attention::fused::composed_only(dropout_pass)
     });
 
+    let mha = MultiHeadAttentionConfig::new(d_model, preset.layer.n_heads).init(&train_device);
+    let x = Tensor::<3>::random([batch, len, d_model], Distribution::Default, &train_device)
+        .require_grad();
+    // A quarter of the sequences padded to three quarters of their length.
+    let lengths: Vec<usize> = (0..batch)
+        .map(|b| if b % 4 == 0 { len * 3 / 4 } else { len })
+        .collect();
+    let mask = AttentionMask::causal().with_key_padding(Some(
+        tf_attention::padding_mask_from_lengths(&lengths, len, &train_device),
+    ));
+    let attention_pass = || {
+        let out = mha.self_attention(x.clone(), &mask, None, Weights::Omit);
+        let _ = x.grad(&out.context.sum().backward()).map(|g| g.into_data());
+    };
+    let (attention_fused, attention_composed) =
+        alternate(&train_device, repeats, attention_pass, || {
+            tf_attention::fused::composed_only(attention_pass)
+        });
+
     let config = preset.model(vocab, len + 1);
     let mut model: Transformer = config.init(&train_device);
     let mut optimizer = burn::optim::AdamConfig::new()
@@ -485,6 +510,9 @@ pub fn fused_comparison(
         dropout_shape: [batch * len, d_model],
         dropout_fused,
         dropout_composed,
+        attention_shape: [batch, len, d_model],
+        attention_fused,
+        attention_composed,
         step_fused,
         step_composed,
     }

@@ -9,7 +9,7 @@
 //! `target/bench/DEVICE.json`, plots under `docs/images/`, and the device's section of
 //! `docs/benchmarks.md`.
 //!
-//! `cargo xtask fused [--quick]` times the fused operations (loss, dropout) against burn's
+//! `cargo xtask fused [--quick]` times the fused operations (loss, dropout, attention) against burn's
 //! composed ones, each alone and together in a training step of the translation model
 //! (docs/benchmarks.md, "Fused operations").
 //!
@@ -203,13 +203,16 @@ fn main() -> Result<()> {
             let l = cases::fused_comparison(&device.device(), repeats, batch, len, vocab);
             eprintln!(
                 "loss {:?}: fused {}, composed {}\ndropout {:?}: fused {}, composed {}\n\
-                 training step: fused {}, composed {}",
+                 self-attention {:?}: fused {}, composed {}\ntraining step: fused {}, composed {}",
                 l.loss_shape,
                 l.loss_fused.cell(),
                 l.loss_composed.cell(),
                 l.dropout_shape,
                 l.dropout_fused.cell(),
                 l.dropout_composed.cell(),
+                l.attention_shape,
+                l.attention_fused.cell(),
+                l.attention_composed.cell(),
                 l.step_fused.cell(),
                 l.step_composed.cell()
             );

@@ -318,17 +318,8 @@ impl MultiHeadAttention {
         weights: Weights,
     ) -> AttentionOutput {
         // 1. Q, K and V in one matmul, then split into heads.
-        let [q, k, v] = self
-            .in_proj
-            .forward(x) // [batch, seq_len, 3·d_model]
-            .chunk(3, 2)
-            .try_into()
-            .expect("chunk of 3·d_model into 3");
-        let query = self.split_heads(q);
-        let new = KeyValue {
-            key: self.split_heads(k),
-            value: self.split_heads(v),
-        };
+        let [query, key, value] = self.split_heads(self.in_proj.forward(x)); // x: [batch, seq_len, 3·d_model]
+        let new = KeyValue { key, value };
         // 2. With a cache, attend to every position seen so far.
         let key_value = match cache {
             Some(cache) => cache.extend(new),
@@ -351,7 +342,7 @@ impl MultiHeadAttention {
         mask: &AttentionMask,
         weights: Weights,
     ) -> AttentionOutput {
-        let query = self.split_heads(self.project(x, Projection::Query, 1));
+        let [query] = self.split_heads(self.project(x, Projection::Query, 1));
         self.attend(query, memory.clone(), mask, weights)
     }
 
@@ -361,15 +352,8 @@ impl MultiHeadAttention {
     /// - `source`: `[batch, k_len, d_model]`
     /// - returns key and value `[batch, n_heads, k_len, d_k]`
     pub fn project_key_value(&self, source: Tensor<3>) -> KeyValue {
-        let [k, v] = self
-            .project(source, Projection::Key, 2) // [batch, k_len, 2·d_model]
-            .chunk(2, 2)
-            .try_into()
-            .expect("chunk of 2·d_model into 2");
-        KeyValue {
-            key: self.split_heads(k),
-            value: self.split_heads(v),
-        }
+        let [key, value] = self.split_heads(self.project(source, Projection::Key, 2)); // [batch, k_len, 2·d_model]
+        KeyValue { key, value }
     }
 
     /// Attention of `query` over a `key` and a `value` given separately, as
@@ -388,11 +372,10 @@ impl MultiHeadAttention {
         mask: &AttentionMask,
         weights: Weights,
     ) -> AttentionOutput {
-        let query = self.split_heads(self.project(query, Projection::Query, 1));
-        let key_value = KeyValue {
-            key: self.split_heads(self.project(key, Projection::Key, 1)),
-            value: self.split_heads(self.project(value, Projection::Value, 1)),
-        };
+        let [query] = self.split_heads(self.project(query, Projection::Query, 1));
+        let [key] = self.split_heads(self.project(key, Projection::Key, 1));
+        let [value] = self.split_heads(self.project(value, Projection::Value, 1));
+        let key_value = KeyValue { key, value };
         self.attend(query, key_value, mask, weights)
     }
 
@@ -450,15 +433,27 @@ impl MultiHeadAttention {
         }
     }
 
+    /// Splits `P` projections side by side (Q, K and V of one matmul, say) into heads. Each
+    /// head is a strided view of `x`: nothing is copied when `x` is contiguous, as a projection's
+    /// output is.
+    ///
     /// # Shapes
-    /// - `x`: `[batch, seq_len, d_model]`
-    /// - returns `[batch, n_heads, seq_len, d_k]`
-    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+    /// - `x`: `[batch, seq_len, P·n_heads·d_k]`
+    /// - returns `P` × `[batch, n_heads, seq_len, d_k]`
+    fn split_heads<const P: usize>(&self, x: Tensor<3>) -> [Tensor<4>; P] {
         let [batch, seq_len, _] = x.dims();
-        x.reshape([batch, seq_len, self.n_heads, self.d_k]) // [batch, seq_len, n_heads, d_k]
-            .swap_dims(1, 2) // [batch, n_heads, seq_len, d_k]
+        let heads = x.reshape([batch, seq_len, P * self.n_heads, self.d_k]); // [batch, seq_len, P·n_heads, d_k]
+        std::array::from_fn(|part| {
+            heads
+                .clone()
+                .narrow(2, part * self.n_heads, self.n_heads) // [batch, seq_len, n_heads, d_k]
+                .swap_dims(1, 2) // [batch, n_heads, seq_len, d_k]
+        })
     }
 
+    /// Concatenates the heads. Free (no copy) when `x` lies in memory as
+    /// `[batch, seq_len, n_heads, d_k]`, as the output of [`fused_sdpa`](crate::fused_sdpa) does.
+    ///
     /// # Shapes
     /// - `x`: `[batch, n_heads, seq_len, d_k]`
     /// - returns `[batch, seq_len, d_model]`

@@ -10,6 +10,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
+use crate::fused_sdpa;
 use crate::mask::AttentionMask;
 
 /// Attention weights `softmax(QKᵀ / √d_k + M)`, each query row summing to 1 over its unblocked
@@ -73,10 +74,13 @@ pub fn scaled_dot_product_attention(
     (weights.clone().matmul(value), weights)
 }
 
-/// Scaled dot-product attention through burn's fused kernel; the weights are never returned.
+/// Scaled dot-product attention through a fused kernel; the weights are never returned.
 ///
-/// The causal part of `mask` travels as the kernel's `is_causal` option (bottom-right aligned,
-/// like [`causal_mask`](crate::causal_mask)), so no dense future mask is built.
+/// On Flex with f32 tensors it is this crate's own kernel with its own backward
+/// ([`fused_sdpa`](crate::fused_sdpa)), so training is fused too; elsewhere (and with a `pairs`
+/// mask) burn's `module::attention`, which backends may fuse at inference. The causal part of
+/// `mask` travels as a flag (bottom-right aligned, like [`causal_mask`](crate::causal_mask)), so
+/// no dense future mask is built.
 ///
 /// # Shapes
 /// - `query`: `[batch, n_heads, q_len, d_k]`
@@ -90,6 +94,9 @@ pub fn fused_attention(
     value: Tensor<4>,
     mask: &AttentionMask,
 ) -> Tensor<4> {
+    if fused_sdpa::applies(&query, mask) {
+        return fused_sdpa::attention(query, key, value, mask);
+    }
     let [batch, n_heads, q_len, _] = query.dims();
     let k_len = key.dims()[2];
     let options = AttentionModuleOptions {
