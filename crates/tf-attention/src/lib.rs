@@ -27,6 +27,7 @@
 pub mod compare;
 pub mod error;
 pub mod fused;
+pub mod fused_linear;
 pub mod fused_sdpa;
 pub mod mask;
 pub mod mha;

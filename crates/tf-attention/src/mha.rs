@@ -10,10 +10,10 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::module::linear;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{ConfigError, check_nonzero, check_probability};
+use crate::fused_linear::{self, Activation};
 use crate::mask::AttentionMask;
 use crate::sdpa::{attention_weights, fused_attention};
 
@@ -318,7 +318,8 @@ impl MultiHeadAttention {
         weights: Weights,
     ) -> AttentionOutput {
         // 1. Q, K and V in one matmul, then split into heads.
-        let [query, key, value] = self.split_heads(self.in_proj.forward(x)); // x: [batch, seq_len, 3·d_model]
+        let [query, key, value] =
+            self.split_heads(fused_linear::apply(&self.in_proj, x, Activation::Identity)); // x: [batch, seq_len, 3·d_model]
         let new = KeyValue { key, value };
         // 2. With a cache, attend to every position seen so far.
         let key_value = match cache {
@@ -394,7 +395,7 @@ impl MultiHeadAttention {
             .bias
             .as_ref()
             .map(|b| b.val().narrow(0, start, count * width));
-        linear(x, weight, bias)
+        fused_linear::linear(x, weight, bias, Activation::Identity)
     }
 
     /// All heads attend at once, then are concatenated and projected with W^O.
@@ -428,7 +429,11 @@ impl MultiHeadAttention {
             (fused_attention(query, key, value, mask), None)
         };
         AttentionOutput {
-            context: self.out_proj.forward(self.merge_heads(heads)),
+            context: fused_linear::apply(
+                &self.out_proj,
+                self.merge_heads(heads),
+                Activation::Identity,
+            ),
             weights,
         }
     }

@@ -5,9 +5,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::gelu;
 use tf_attention::ConfigError;
 use tf_attention::error::check_nonzero;
+use tf_attention::fused_linear::{self, Activation};
 
 /// The non-linearity between the two projections.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -76,12 +77,14 @@ impl PositionWiseFeedForward {
     /// - `x`: `[batch, seq_len, d_model]`
     /// - returns `[batch, seq_len, d_model]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = self.inner.forward(x); // [batch, seq_len, d_ff]
+        // ReLU is fused into the first projection (one pass over the hidden layer).
         let hidden = match self.activation {
-            FeedForwardActivation::Relu => relu(hidden),
-            FeedForwardActivation::Gelu => gelu(hidden),
-        };
-        self.outer.forward(hidden)
+            FeedForwardActivation::Relu => fused_linear::apply(&self.inner, x, Activation::Relu),
+            FeedForwardActivation::Gelu => {
+                gelu(fused_linear::apply(&self.inner, x, Activation::Identity))
+            }
+        }; // [batch, seq_len, d_ff]
+        fused_linear::apply(&self.outer, hidden, Activation::Identity)
     }
 }
 

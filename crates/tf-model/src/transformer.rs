@@ -2,8 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Int, Tensor};
+use tf_attention::fused_linear::{self, Activation};
 use tf_attention::{SelfAttentionCache, Weights};
 use tf_layers::{DecoderLayerWeights, PositionalEncoding};
 
@@ -309,8 +309,13 @@ impl Transformer {
     /// - returns `[batch, tgt_len, tgt_vocab]`
     fn project(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.generator {
-            Some(generator) => generator.forward(x),
-            None => linear(x, self.tgt_embedding().weight().transpose(), None), // x Eᵀ
+            Some(generator) => fused_linear::apply(generator, x, Activation::Identity),
+            None => fused_linear::linear(
+                x,
+                self.tgt_embedding().weight().transpose(), // x Eᵀ
+                None,
+                Activation::Identity,
+            ),
         }
     }
 }
