@@ -137,6 +137,10 @@ fn backend_name(backend: Backend) -> String {
 }
 
 fn main() -> Result<()> {
+    // As `tf` does, freed memory is kept for the next step: mi_option_purge_delay (mimalloc.h,
+    // the option before use_numa_nodes) set to -1 (crates/tf-cli/src/main.rs).
+    // SAFETY: sets a process-wide option before any thread is started.
+    unsafe { libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_use_numa_nodes - 1, -1) };
     match Cli::parse().command {
         Task::AttentionPoint {
             device,
