@@ -232,12 +232,14 @@ impl Blocked {
         }
     }
 
-    /// The keys query `row` of sequence `b` may see: all unpadded keys up to its own position
-    /// (bottom-right aligned: query `row` is position `k_len − q_len + row`).
-    fn padding_of(&self, b: usize) -> &[u8] {
-        &self.padding[b * self.k_len..(b + 1) * self.k_len]
+    /// The padding of sequence `b`'s keys, `None` if it has none.
+    fn padding_of(&self, b: usize) -> Option<&[u8]> {
+        let padding = &self.padding[b * self.k_len..(b + 1) * self.k_len];
+        padding.iter().any(|&p| p != 0).then_some(padding)
     }
 
+    /// How many keys query `row` may see before padding: all up to its own position when
+    /// causal (bottom-right aligned: query `row` is position `k_len − q_len + row`).
     fn visible_keys(&self, row: usize) -> usize {
         if self.causal {
             (self.k_len + row + 1)
@@ -349,39 +351,89 @@ fn forward_pair(
 
 /// Turns one row of scores into weights over the first `visible` keys that are not padding
 /// (every other key gets 0); returns the row's log-sum-exp, `+∞` if no key is visible.
-fn softmax_in_place(row: &mut [f32], padding: &[u8], visible: usize) -> f32 {
-    let mut max = f32::NEG_INFINITY;
-    for (j, (s, &pad)) in row.iter_mut().zip(padding).enumerate() {
-        if pad != 0 || j >= visible {
-            *s = f32::NEG_INFINITY;
+/// `padding` is `None` for a sequence without padding. Each pass runs in lanes that vectorise.
+fn softmax_in_place(row: &mut [f32], padding: Option<&[u8]>, visible: usize) -> f32 {
+    let (seen, hidden) = row.split_at_mut(visible);
+    hidden.fill(0.0);
+    if let Some(padding) = padding {
+        for (s, &pad) in seen.iter_mut().zip(padding) {
+            if pad != 0 {
+                *s = f32::NEG_INFINITY;
+            }
         }
-        max = max.max(*s);
     }
+    let max = lanes(seen, f32::NEG_INFINITY, |m, s| m.max(*s), f32::max);
     if max == f32::NEG_INFINITY {
-        row.fill(0.0);
+        seen.fill(0.0);
         return f32::INFINITY;
     }
-    let mut sum = 0.0f32;
-    for s in row.iter_mut() {
-        *s = exp(*s - max);
-        sum += *s;
-    }
+    // exp(−∞ − max) is 0 for the padding.
+    let sum = lanes(
+        seen,
+        0.0,
+        |sum, s| {
+            *s = exp(*s - max);
+            sum + *s
+        },
+        |a, b| a + b,
+    );
     let inverse = 1.0 / sum;
-    for s in row.iter_mut() {
-        *s *= inverse;
-    }
+    seen.iter_mut().for_each(|s| *s *= inverse);
     max + sum.ln()
 }
 
 /// Recomputes the weights of one row from its scores and log-sum-exp (blocked keys get 0).
-fn weights_in_place(row: &mut [f32], padding: &[u8], visible: usize, lse: f32) {
-    for (j, (s, &pad)) in row.iter_mut().zip(padding).enumerate() {
-        *s = if pad != 0 || j >= visible {
-            0.0
-        } else {
-            exp(*s - lse)
-        };
+fn weights_in_place(row: &mut [f32], padding: Option<&[u8]>, visible: usize, lse: f32) {
+    let (seen, hidden) = row.split_at_mut(visible);
+    hidden.fill(0.0);
+    seen.iter_mut().for_each(|s| *s = exp(*s - lse));
+    if let Some(padding) = padding {
+        for (s, &pad) in seen.iter_mut().zip(padding) {
+            if pad != 0 {
+                *s = 0.0;
+            }
+        }
     }
+}
+
+/// Lanes of a row reduction: wide enough for the compiler to keep them in vector registers.
+const LANES: usize = 16;
+
+/// Folds `row` with `step` in [`LANES`] independent accumulators (so that the loop vectorises;
+/// float addition is not reordered otherwise), then combines them with `combine`.
+fn lanes(
+    row: &mut [f32],
+    init: f32,
+    step: impl Fn(f32, &mut f32) -> f32,
+    combine: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let mut acc = [init; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (a, s) in acc.iter_mut().zip(chunk) {
+            *a = step(*a, s);
+        }
+    }
+    let rest = chunks.into_remainder().iter_mut().fold(init, &step);
+    acc.into_iter().fold(rest, combine)
+}
+
+/// `Σ a·b` in lanes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
 }
 
 /// What the backward needs of the forward.
@@ -492,9 +544,9 @@ fn backward(saved: &Saved, upstream: FlexTensor) -> [FlexTensor; 3] {
                     .chunks(k_len.max(1))
                     .zip(d_weights.chunks_mut(k_len.max(1)))
                 {
-                    let dot: f32 = p.iter().zip(dp.iter()).map(|(p, dp)| p * dp).sum();
+                    let row_dot = dot(p, dp);
                     for (dp, p) in dp.iter_mut().zip(p) {
-                        *dp = p * (*dp - dot);
+                        *dp = p * (*dp - row_dot);
                     }
                 }
                 unsafe {
