@@ -91,6 +91,8 @@ def train_step(warmup, repeats):
         logits = model(src, tgt)
         loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
         loss.backward()
+        # As tf train: the gradients' global norm clipped to 1.
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 
     t = timing(run, warmup, repeats)

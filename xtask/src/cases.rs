@@ -8,15 +8,19 @@ use burn::nn::Linear;
 use burn::nn::attention::{
     MhaInput, MultiHeadAttention as BurnMha, MultiHeadAttentionConfig as BurnMhaConfig,
 };
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 use tf_attention::{
     AttentionMask, MultiHeadAttention, MultiHeadAttentionConfig, Weights, fused_attention,
 };
 use tf_model::{GreedyOptions, Steps, Transformer, TransformerConfig};
+use tf_train::data::batch::Seq2SeqBatch;
+use tf_train::data::task::Example;
+use tf_train::training::config::TrainingConfig;
 use tf_train::training::loss::label_smoothed_cross_entropy;
+use tf_train::training::optimizer::adam;
 use tf_train::training::preset::Preset;
+use tf_train::training::trainer::training_step;
 
 use crate::timing::{Repeats, Timing, alternate, time};
 
@@ -279,7 +283,9 @@ pub fn small_model_config(max_len: usize) -> TransformerConfig {
         .with_max_len(max_len)
 }
 
-/// Case 3: forward + backward + Adam of the small model on 32 × 32 tokens.
+/// Case 3: the training step of `tf train` (`tf_train::training::trainer::training_step`:
+/// forward, label-smoothed loss, backward, Adam with the default gradient clipping) on the small
+/// model and a batch of 32 × 32 target tokens, dropout as configured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainStep {
     /// Timing of one step.
@@ -291,6 +297,38 @@ pub struct TrainStep {
     /// Forward, loss and backward (a forward alone is not timed: burn's autodiff keeps a
     /// graph that no backward consumes).
     pub forward_backward: Timing,
+    /// The parameters' float type.
+    #[serde(default)]
+    pub dtype: String,
+    /// Threads of rayon's pool, which Flex and the fused operations share.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+/// `n` sentence pairs of random ids in `3..vocab` (above PAD, BOS and EOS), sources of
+/// `src_len` and targets of `tgt_len` ids.
+fn random_examples(
+    n: usize,
+    [src_len, tgt_len]: [usize; 2],
+    vocab: usize,
+    device: &Device,
+) -> Vec<Example> {
+    let rows = |len: usize| -> Vec<Vec<usize>> {
+        let ids =
+            Tensor::<2, Int>::random([n, len], Distribution::Uniform(3.0, vocab as f64), device)
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .expect("ids");
+        ids.chunks(len.max(1))
+            .map(|row| row.iter().map(|&id| id as usize).collect())
+            .collect()
+    };
+    rows(src_len)
+        .into_iter()
+        .zip(rows(tgt_len))
+        .map(|(src, tgt)| Example { src, tgt })
+        .collect()
 }
 
 /// Case 3 on `config` (the bench uses [`small_model_config`]; a vocabulary of 1,000 and 32
@@ -299,19 +337,13 @@ pub fn train_step_with(device: &Device, repeats: Repeats, config: TransformerCon
     let train_device = device.clone().autodiff();
     train_device.seed(1);
     let mut model: Transformer = config.init(&train_device);
-    let mut optimizer = burn::optim::AdamConfig::new()
-        .with_beta_2(0.98)
-        .with_epsilon(1e-9)
-        .init();
-    let tokens =
-        |d: &Device| Tensor::<2, Int>::random([32, 32], Distribution::Uniform(3.0, 999.0), d);
-    let (src, tgt) = (tokens(&train_device), tokens(&train_device));
-    let loss = |model: &Transformer| {
-        let logits = model.forward(src.clone(), tgt.clone(), None, None);
-        label_smoothed_cross_entropy(logits, tgt.clone(), 0, 0.1)
-    };
+    let training = TrainingConfig::default(); // label smoothing 0.1, gradient norm clipped to 1
+    let mut optimizer = adam(training.grad_clip);
+    // 32 sentences: a source of 32 ids, a target of 31 and EOS (the decoder reads BOS and 31).
+    let examples = random_examples(32, [32, 31], 1000, device);
     let forward_backward = time(&train_device, repeats, || {
-        let grads = loss(&model).backward();
+        let batch = Seq2SeqBatch::new(&examples, &train_device);
+        let grads = batch.loss(&model, training.label_smoothing).backward();
         let _ = model
             .src_embedding
             .embedding
@@ -320,10 +352,15 @@ pub fn train_step_with(device: &Device, repeats: Repeats, config: TransformerCon
             .map(|g| g.into_data());
     });
     let step = time(&train_device, repeats, || {
-        let logits = model.forward(src.clone(), tgt.clone(), None, None);
-        let loss = label_smoothed_cross_entropy(logits, tgt.clone(), 0, 0.1);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model.clone(), grads);
+        let batch = Seq2SeqBatch::new(&examples, &train_device);
+        let (updated, _) = training_step(
+            model.clone(),
+            &mut optimizer,
+            batch,
+            1e-4,
+            training.label_smoothing,
+        );
+        model = updated;
         let _ = model.src_embedding.weight().into_data();
     });
     TrainStep {
@@ -331,6 +368,8 @@ pub fn train_step_with(device: &Device, repeats: Repeats, config: TransformerCon
         step,
         params: model.num_params(),
         forward_backward,
+        dtype: format!("{:?}", model.src_embedding.weight().dtype()).to_lowercase(),
+        threads: rayon::current_num_threads(),
     }
 }
 
@@ -483,18 +522,14 @@ pub fn fused_comparison(
 
     let config = preset.model(vocab, len + 1);
     let mut model: Transformer = config.init(&train_device);
-    let mut optimizer = burn::optim::AdamConfig::new()
-        .with_beta_2(0.98)
-        .with_epsilon(1e-9)
-        .init();
-    let src = ids(&train_device);
+    let mut optimizer = adam(preset.training.grad_clip);
+    let examples = random_examples(batch, [len, len.saturating_sub(1)], vocab, device);
     // One model trained on by both: each step's timing is the same work, with the operations
     // taken one way or the other.
     let step = std::cell::RefCell::new(|| {
-        let logits = model.forward(src.clone(), targets.clone(), None, None);
-        let loss = label_smoothed_cross_entropy(logits, targets.clone(), 0, 0.1);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model.clone(), grads);
+        let batch = Seq2SeqBatch::new(&examples, &train_device);
+        let smoothing = preset.training.label_smoothing;
+        (model, _) = training_step(model.clone(), &mut optimizer, batch, 1e-4, smoothing);
         let _ = model.src_embedding.weight().into_data();
     });
     let (step_fused, step_composed) = alternate(

@@ -23,6 +23,7 @@ pub mod decoder_layer;
 pub mod encoder_layer;
 pub mod feed_forward;
 pub mod fused_dropout;
+pub mod fused_layer_norm;
 pub mod layer_config;
 pub mod positional_encoding;
 pub mod residual;

@@ -7,6 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::Tensor;
 
 use crate::fused_dropout::dropout;
+use crate::fused_layer_norm::layer_norm;
 
 /// Where the layer normalisation sits relative to the residual connection.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -41,6 +42,7 @@ impl ResidualNormConfig {
                 .init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             position: self.position,
+            epsilon: self.layer_norm_eps,
         }
     }
 }
@@ -55,6 +57,9 @@ pub struct ResidualNorm {
     /// Post-norm or pre-norm.
     #[module(skip)]
     pub position: NormPosition,
+    /// The layer normalisation's epsilon (burn-nn's `LayerNorm` keeps its own private).
+    #[module(skip)]
+    pub epsilon: f64,
 }
 
 impl ResidualNorm {
@@ -73,10 +78,11 @@ impl ResidualNorm {
         match self.position {
             NormPosition::Post => {
                 let (out, extra) = sublayer(x.clone());
-                (self.norm.forward(x + dropout(&self.dropout, out)), extra)
+                let sum = x + dropout(&self.dropout, out);
+                (layer_norm(&self.norm, self.epsilon, sum), extra)
             }
             NormPosition::Pre => {
-                let (out, extra) = sublayer(self.norm.forward(x.clone()));
+                let (out, extra) = sublayer(layer_norm(&self.norm, self.epsilon, x.clone()));
                 (x + dropout(&self.dropout, out), extra)
             }
         }

@@ -9,16 +9,17 @@ use crate::training::schedule::NoamSchedule;
 
 /// Adam with β1 = 0.9, β2 = 0.98, ε = 1e-9 (§5.3), and the run's gradient clipping.
 pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
+    adam(config.training.grad_clip)
+}
+
+/// Adam with β1 = 0.9, β2 = 0.98, ε = 1e-9 (§5.3), the gradients' global norm clipped to
+/// `grad_clip` if given.
+pub fn adam(grad_clip: Option<f64>) -> ModuleOptimizer {
     AdamConfig::new()
         .with_beta_1(0.9)
         .with_beta_2(0.98)
         .with_epsilon(1e-9)
-        .with_grad_clipping(
-            config
-                .training
-                .grad_clip
-                .map(|c| GradientClippingConfig::Norm(c as f32)),
-        )
+        .with_grad_clipping(grad_clip.map(|c| GradientClippingConfig::Norm(c as f32)))
         .init()
 }
 

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::tensor::Device;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
 use tf_model::Transformer;
 
 use crate::data::batch::Seq2SeqBatch;
@@ -136,6 +136,22 @@ pub fn train(
 /// logged loss and four times the best so far. A learning run stays below its first loss
 /// (an untrained model's), and noise does not quadruple a loss; a learning rate far too high
 /// sends it to thousands within steps.
+/// One optimisation step, as `tf train` takes it: teacher-forced forward pass, label-smoothed
+/// loss, backward pass, and `optimizer` (Adam with the run's clipping, see
+/// [`optimizer`](crate::training::optimizer::optimizer)) at learning rate `lr`. Returns the
+/// updated model and the batch's loss. The benchmark times this very function.
+pub fn training_step(
+    model: Transformer,
+    optimizer: &mut ModuleOptimizer,
+    batch: Seq2SeqBatch,
+    lr: f64,
+    label_smoothing: f64,
+) -> (Transformer, Tensor<1>) {
+    let loss = batch.loss(&model, label_smoothing);
+    let gradients = GradientsParams::from_grads(loss.clone().backward(), &model);
+    (optimizer.step(lr, model, gradients), loss)
+}
+
 fn diverged(loss: f64, first: f64, best: f64) -> bool {
     !loss.is_finite() || loss > first.max(4.0 * best)
 }
@@ -264,10 +280,9 @@ fn run(
         train_device.seed(step_seed(t.seed ^ DROPOUT_STREAM, step));
         let batch = Seq2SeqBatch::new(&examples, &train_device);
         let n_target_tokens = batch.n_target_tokens;
-        let loss = batch.loss(&model, t.label_smoothing);
-        let logged_loss = (step.is_multiple_of(t.log_every) || step == 1).then(|| loss.clone());
-        let gradients = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(lr, model, gradients);
+        let loss;
+        (model, loss) = training_step(model, &mut optimizer, batch, lr, t.label_smoothing);
+        let logged_loss = (step.is_multiple_of(t.log_every) || step == 1).then_some(loss);
         window_tokens += n_target_tokens;
 
         let mut progress_line = None;
