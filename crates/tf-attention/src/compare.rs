@@ -25,6 +25,21 @@ pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Asserts `|a − e| ≤ tol · (1 + max(|a|, |e|))` element by element: relative where values are
+/// large, absolute near zero. The fused operations' tests hold them to their references with it.
+///
+/// # Panics
+/// At the first element outside the tolerance (named with `what`), or if the lengths differ.
+pub fn assert_close(actual: &[f32], expected: &[f32], tol: f32, what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= tol * (1.0 + a.abs().max(e.abs())),
+            "{what} at {i}: {a} vs {e}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

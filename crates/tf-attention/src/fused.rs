@@ -9,7 +9,8 @@
 
 use std::cell::{Cell, RefCell};
 
-use burn::backend::{DType, DispatchDevice};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::{Bytes, DType, DispatchDevice, Shape};
 use burn::tensor::Device;
 
 thread_local! {
@@ -76,6 +77,16 @@ pub fn applies(device: &Device, dtype: DType) -> bool {
             device.clone().without_autodiff().as_dispatch(),
             DispatchDevice::Flex(_)
         )
+}
+
+/// A contiguous f32 Flex tensor of `shape` owning `data` (no copy): how the fused kernels hand
+/// back what they computed.
+pub fn f32_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
 }
 
 /// `e^x` for `x ≤ 0` (a value minus at least its row's maximum, in a softmax) without a branch

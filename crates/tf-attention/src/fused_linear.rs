@@ -21,9 +21,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::backend_extension;
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Bytes, DType, Dispatch, Flex, Shape};
+use burn::backend::{Backend, DType, Dispatch, Flex, Shape};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use gemm::{Parallelism, gemm};
@@ -224,14 +224,6 @@ fn product(lhs: &Matrix, rhs: &Matrix, init: Option<&[f32]>) -> Vec<f32> {
     out
 }
 
-fn tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
-}
-
 /// Rows of work per rayon task in the element-wise passes.
 const CHUNK: usize = 1 << 14;
 
@@ -273,7 +265,7 @@ fn forward(
     let mut out_dims = x_shape.to_vec();
     *out_dims.last_mut().expect("an axis") = d_out;
     let rows = x.layout().shape().dims::<2>()[0];
-    let output = tensor(out, Shape::new([rows, d_out]));
+    let output = fused::f32_tensor(out, Shape::new([rows, d_out]));
     let saved = Saved {
         x,
         weight,
@@ -301,7 +293,7 @@ fn backward(saved: &Saved, upstream: FlexTensor, wanted: [bool; 3]) -> [Option<F
                         }
                     }
                 });
-            tensor(grad, Shape::new([rows, d_out]))
+            fused::f32_tensor(grad, Shape::new([rows, d_out]))
         }
         None => upstream,
     };
@@ -310,19 +302,19 @@ fn backward(saved: &Saved, upstream: FlexTensor, wanted: [bool; 3]) -> [Option<F
     let d_x = want_x.then(|| {
         let w = Matrix::of(&saved.weight);
         let d_in = w.rows;
-        tensor(product(&g, &w.transposed(), None), Shape::new([rows, d_in]))
+        fused::f32_tensor(product(&g, &w.transposed(), None), Shape::new([rows, d_in]))
             .reshape(saved.x_shape.clone())
     });
     let d_weight = want_weight.then(|| {
         let x = Matrix::of(&saved.x);
         let d_in = x.cols;
-        tensor(
+        fused::f32_tensor(
             product(&x.transposed(), &g, None),
             Shape::new([d_in, d_out]),
         )
     });
     let d_bias = want_bias.then(|| {
-        tensor(
+        fused::f32_tensor(
             column_sums(grad.storage::<f32>(), d_out),
             Shape::new([d_out]),
         )
@@ -415,22 +407,12 @@ impl<C: CheckpointStrategy> FusedLinearBackend for Autodiff<Flex, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::assert_close;
     use burn::tensor::{Device, Distribution, TensorData};
     use proptest::prelude::*;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    /// Relative where values are large, absolute near zero.
-    fn assert_close(actual: &[f32], expected: &[f32], tol: f32, what: &str) {
-        assert_eq!(actual.len(), expected.len(), "{what}");
-        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-            assert!(
-                (a - e).abs() <= tol * (1.0 + a.abs().max(e.abs())),
-                "{what} at {i}: {a} vs {e}"
-            );
-        }
     }
 
     #[test]

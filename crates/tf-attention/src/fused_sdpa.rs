@@ -31,9 +31,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::backend_extension;
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{BoolTensor, FloatTensor};
-use burn::backend::{Backend, Bytes, DType, Dispatch, Flex, Shape};
+use burn::backend::{Backend, Dispatch, Flex, Shape};
 use burn::tensor::{Bool, Tensor, TensorData};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
@@ -179,12 +179,7 @@ impl Merged {
     /// `[batch, rows, heads, width]`.
     fn into_tensor(self) -> FlexTensor {
         let [batch, heads, rows, width] = self.shape;
-        FlexTensor::new(
-            Bytes::from_elems(self.data),
-            Layout::contiguous(Shape::new([batch, rows, heads, width])),
-            DType::F32,
-        )
-        .transpose(1, 2)
+        fused::f32_tensor(self.data, Shape::new([batch, rows, heads, width])).transpose(1, 2)
     }
 }
 
@@ -641,6 +636,7 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::assert_close;
     use crate::mask::padding_mask_from_lengths;
     use crate::sdpa::{fused_attention, scaled_dot_product_attention};
     use burn::tensor::{Device, Distribution};
@@ -648,17 +644,6 @@ mod tests {
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    /// Relative where values are large, absolute near zero.
-    fn assert_close(actual: &[f32], expected: &[f32], tol: f32, what: &str) {
-        assert_eq!(actual.len(), expected.len(), "{what}");
-        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-            assert!(
-                (a - e).abs() <= tol * (1.0 + a.abs().max(e.abs())),
-                "{what} at {i}: {a} vs {e}"
-            );
-        }
     }
 
     /// One attention problem: queries from `[batch, q_len, heads·d]` and keys and values from

@@ -24,9 +24,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::backend_extension;
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Bytes, DType, Dispatch, Flex, Shape};
+use burn::backend::{Backend, Dispatch, Flex, Shape};
 use burn::nn::LayerNorm;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
@@ -91,14 +91,6 @@ fn values(t: &FlexTensor) -> Vec<f32> {
     t.to_contiguous().storage::<f32>().to_vec()
 }
 
-fn tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
-}
-
 fn forward(
     x: FlexTensor,
     gamma: &FlexTensor,
@@ -130,7 +122,7 @@ fn forward(
         })
         .collect();
     let saved = Saved { x, gamma, stats };
-    (tensor(out, shape), saved)
+    (fused::f32_tensor(out, shape), saved)
 }
 
 /// The gradients of x, γ and β for the output gradient `upstream`.
@@ -183,9 +175,9 @@ fn backward(saved: &Saved, upstream: FlexTensor) -> [FlexTensor; 3] {
         );
     let params = Shape::new([d]);
     [
-        tensor(d_x, shape),
-        tensor(d_gamma, params.clone()),
-        tensor(d_beta, params),
+        fused::f32_tensor(d_x, shape),
+        fused::f32_tensor(d_gamma, params.clone()),
+        fused::f32_tensor(d_beta, params),
     ]
 }
 
@@ -250,20 +242,10 @@ mod tests {
     use burn::nn::LayerNormConfig;
     use burn::tensor::{Device, Distribution, TensorData};
     use proptest::prelude::*;
+    use tf_attention::compare::assert_close;
 
     fn data<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    /// Relative where values are large, absolute near zero.
-    fn assert_close(actual: &[f32], expected: &[f32], tol: f32, what: &str) {
-        assert_eq!(actual.len(), expected.len(), "{what}");
-        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-            assert!(
-                (a - e).abs() <= tol * (1.0 + a.abs().max(e.abs())),
-                "{what} at {i}: {a} vs {e}"
-            );
-        }
     }
 
     #[test]
