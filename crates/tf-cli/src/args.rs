@@ -1,5 +1,7 @@
-//! Arguments several commands share: the task a model is for, and where input lines come from.
+//! Arguments several commands share: the task a model is for, where input lines come from, a
+//! split of a translator's corpus, and lists of length penalties.
 
+use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +11,7 @@ use tf_train::data::corpus::{ParallelCorpus, read_split};
 use tf_train::data::subword::SubwordVocab;
 use tf_train::data::task::Example;
 use tf_train::data::translation::{TranslationTask, encode_pairs};
+use tf_train::eval::length_penalty::check_alphas;
 use tf_train::{Task, TaskKind};
 
 /// What a model learns: a built-in synthetic task, or translation.
@@ -125,4 +128,51 @@ pub fn translator_split(
         corpus,
         pairs,
     })
+}
+
+/// Length penalty exponents α to choose among, written `0.6,1,1.5` (`none`: no choice).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alphas(pub Vec<f64>);
+
+impl fmt::Display for Alphas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        let alphas: Vec<String> = self.0.iter().map(f64::to_string).collect();
+        f.write_str(&alphas.join(","))
+    }
+}
+
+/// Parses [`Alphas`]: non-negative numbers separated by commas, or `none`.
+pub fn parse_alphas(text: &str) -> std::result::Result<Alphas, String> {
+    if text.trim() == "none" {
+        return Ok(Alphas(Vec::new()));
+    }
+    let alphas = text
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("expected numbers separated by commas, got {a:?}"))
+        })
+        .collect::<std::result::Result<Vec<f64>, String>>()?;
+    check_alphas(&alphas).map_err(|err| err.to_string())?;
+    Ok(Alphas(alphas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alphas_are_non_negative_numbers_separated_by_commas_or_none() {
+        assert_eq!(parse_alphas("0.6, 1,1.5"), Ok(Alphas(vec![0.6, 1.0, 1.5])));
+        assert_eq!(parse_alphas("none"), Ok(Alphas(Vec::new())));
+        assert_eq!(parse_alphas("0.6,1,1.5").unwrap().to_string(), "0.6,1,1.5");
+        assert_eq!(Alphas(Vec::new()).to_string(), "none");
+        for bad in ["", "0.6,,1", "fast", "-1", "NaN", "inf"] {
+            assert!(parse_alphas(bad).is_err(), "{bad:?}");
+        }
+    }
 }

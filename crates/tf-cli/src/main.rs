@@ -14,8 +14,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    attention, average, bleu, data, distill, eval, heads, import_torch, plot, predict, prune,
-    train, translate,
+    attention, average, bleu, data, distill, eval, heads, import_torch, length_penalty, plot,
+    predict, prune, train, translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -68,6 +68,9 @@ enum Command {
     Distill(Box<distill::DistillArgs>),
     /// Translate sentences, one a line, with a translation model (beam search by default).
     Translate(translate::TranslateArgs),
+    /// Choose the beam search length penalty α of a translation model by BLEU on a held-out
+    /// split (what `tf train` does at the end of a run), for `tf translate` to decode with.
+    LengthPenalty(length_penalty::LengthPenaltyArgs),
     /// Print the model's output for each input sequence (arguments, or one per line on stdin).
     Predict(predict::PredictArgs),
     /// Print exact-match and token accuracy on fresh samples of the model's task.
@@ -167,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(*args, &device),
         Command::Distill(args) => distill::run(*args, &device),
         Command::Translate(args) => translate::run(args, &device),
+        Command::LengthPenalty(args) => length_penalty::run(args, &device),
         Command::Predict(args) => predict::run(args, &device),
         Command::Eval(args) => eval::run(args, &device),
         Command::ImportTorch(args) => import_torch::run(args, &device),

@@ -773,9 +773,19 @@ fn translation_trains_translates_line_by_line_and_draws_subword_attention() {
         log.contains("the mean of step-"),
         "checkpoints averaged at the end: {log}"
     );
-    for file in ["tokenizer.json", "model.bpk", "best.json", "config.json"] {
+    for file in [
+        "tokenizer.json",
+        "model.bpk",
+        "best.json",
+        "config.json",
+        "length_penalty.json",
+    ] {
         assert!(model.join(file).is_file(), "{file} missing");
     }
+    assert!(
+        log.contains("BLEU on 6 val sentences: α 0.6 ") && log.contains("decodes with α"),
+        "the length penalty chosen on all of val at the end: {log}"
+    );
     let metrics = std::fs::read_to_string(model.join("metrics.csv")).unwrap();
     let valid_rows: Vec<&str> = metrics.lines().filter(|l| l.contains(",valid,")).collect();
     assert_eq!(valid_rows.len(), 2, "one validation per epoch: {metrics}");
@@ -819,6 +829,46 @@ fn translation_trains_translates_line_by_line_and_draws_subword_attention() {
         assert_eq!(lines.len(), 6, "5 lines and the final newline: {text:?}");
         assert!(lines[1].is_empty() && lines[4].is_empty(), "{text:?}");
     }
+    // The length penalty chosen again, among other α.
+    let out = tf(&[
+        "length-penalty",
+        "--model",
+        model_arg(&model),
+        "--alphas",
+        "0,2.5",
+        "--beam",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let chosen: Vec<&str> = table.lines().filter(|l| l.ends_with("(chosen)")).collect();
+    assert_eq!(chosen.len(), 1, "{table}");
+    let alpha: f64 = chosen[0]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(alpha == 0.0 || alpha == 2.5, "{table}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("length_penalty.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["alpha"], alpha, "the record holds the chosen α");
+    assert_eq!(record["beam_size"], 2);
+    assert_eq!(record["tried"].as_array().unwrap().len(), 2);
+    for bad in [
+        &["--alphas", "none"][..],
+        &["--beam", "1"],
+        &["--alphas=-1"],
+        &["--alphas", "1,1"],
+    ] {
+        let mut args = vec!["length-penalty", "--model", model_arg(&model)];
+        args.extend_from_slice(bad);
+        let out = tf(&args);
+        assert!(!out.status.success(), "{bad:?} accepted");
+        assert!(stderr(&out).contains("α"), "{bad:?}: {}", stderr(&out));
+    }
+
     // Stdin to stdout.
     let out = tf_with_stdin(
         &["translate", "--model", model_arg(&model), "--beam", "2"],
@@ -1075,6 +1125,7 @@ fn flags_of_another_task_are_refused_naming_their_task() {
             "--vocab-size is for --task translation",
         ),
         (&["--epochs", "3"][..], "--epochs is for --task translation"),
+        (&["--alphas", "1"][..], "--alphas is for --task translation"),
         (
             &["--resume", "--steps", "5"][..],
             "--steps would be ignored",

@@ -25,14 +25,19 @@ pub struct BeamOptions {
     pub max_output: OutputLimit,
 }
 
+/// Hypotheses kept per sentence unless told otherwise.
+pub const DEFAULT_BEAM: usize = 5;
+/// GNMT's length-penalty exponent, which the paper also used (§6.1).
+pub const DEFAULT_ALPHA: f64 = 0.6;
+
 impl BeamOptions {
     /// Beam 5, α 0.6, at most `1.5 · source + 10` tokens ([`OutputLimit::default`]).
     pub fn new(bos: usize, eos: usize) -> Self {
         Self {
             bos,
             eos,
-            beam_size: 5,
-            alpha: 0.6,
+            beam_size: DEFAULT_BEAM,
+            alpha: DEFAULT_ALPHA,
             max_output: OutputLimit::default(),
         }
     }

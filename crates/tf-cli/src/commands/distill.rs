@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
+use tf_model::{DEFAULT_ALPHA, DEFAULT_BEAM};
 use tf_train::ModelDir;
 use tf_train::data::distillation::{distilled_corpus, distilled_dir};
+use tf_train::eval::length_penalty::check_alphas;
 use tf_train::eval::translate::TranslateOptions;
 use tf_train::store::model_dir::Dropout;
 
@@ -23,10 +25,10 @@ pub struct DistillArgs {
     #[arg(long)]
     teacher: PathBuf,
     /// Beams of the teacher's translations (Kim & Rush: 5).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULT_BEAM)]
     teacher_beam: usize,
     /// Length penalty exponent of the teacher's beam search.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = DEFAULT_ALPHA)]
     teacher_alpha: f64,
     /// Sentences the teacher translates at once.
     #[arg(long, default_value_t = 64)]
@@ -67,9 +69,7 @@ pub fn run(args: DistillArgs, device: &Device) -> Result<()> {
     if args.teacher_beam == 0 || args.teacher_batch == 0 {
         bail!("--teacher-beam and --teacher-batch must be at least 1");
     }
-    if !(args.teacher_alpha.is_finite() && args.teacher_alpha >= 0.0) {
-        bail!("--teacher-alpha must be a non-negative number");
-    }
+    check_alphas(&[args.teacher_alpha]).context("--teacher-alpha")?;
     // Refuse an occupied student directory and a student config that does not validate before
     // the teacher spends minutes translating.
     ModelDir::new(args.student.out()).ensure_vacant()?;

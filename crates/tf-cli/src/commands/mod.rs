@@ -8,6 +8,7 @@ pub mod distill;
 pub mod eval;
 pub mod heads;
 pub mod import_torch;
+pub mod length_penalty;
 pub mod plot;
 pub mod predict;
 pub mod prune;

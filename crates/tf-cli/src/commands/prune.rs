@@ -24,6 +24,7 @@ use tf_train::{ModelDir, RunConfig, RunTask, Start, train};
 use crate::args::{TranslatorSplit, translator_split};
 use crate::commands::EVAL_SEED;
 use crate::commands::train::draw_curves;
+use crate::commands::translate::models_alpha;
 use crate::progress::TrainingProgress;
 
 #[derive(Args, Debug)]
@@ -339,9 +340,10 @@ fn prune_translator(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result
     )?;
     let n = args.eval_samples.unwrap_or(corpus.len()).min(corpus.len());
     let (sources, references) = (&corpus.source[..n], &corpus.target[..n]);
+    let alpha = models_alpha(dir)?;
     let beam = (args.beam > 0).then(|| TranslateOptions {
         batch_sentences: args.batch_size.min(64),
-        ..TranslateOptions::beam(args.beam, 0.6)
+        ..TranslateOptions::beam(args.beam, alpha)
     });
     let measure = |model: &Transformer| -> tf_inspect::Result<TranslationScore> {
         translation_score(model, &vocab, sources, references, beam, device)
@@ -352,7 +354,7 @@ fn prune_translator(args: &PruneArgs, dir: &ModelDir, device: &Device) -> Result
          {n} sentences, greedy{}",
         pairs.len(),
         config.training.label_smoothing,
-        beam.map(|_| format!(" and beam {} (alpha 0.6)", args.beam))
+        beam.map(|_| format!(" and beam {} (α {alpha})", args.beam))
             .unwrap_or_default()
     );
     let describe = |s: &TranslationScore| {

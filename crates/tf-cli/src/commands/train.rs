@@ -15,7 +15,7 @@ use tf_train::data::translation::TranslationTask;
 use tf_train::training::preset::Preset;
 use tf_train::{ModelDir, RunConfig, RunTask, Start, TrainingConfig, train};
 
-use crate::args::{TaskArgs, TaskChoice};
+use crate::args::{Alphas, TaskArgs, TaskChoice, parse_alphas};
 use crate::progress::TrainingProgress;
 
 #[derive(Args, Debug)]
@@ -217,6 +217,11 @@ struct TrainingArgs {
     /// as the model if its BLEU is at least the best checkpoint's (1 = off).
     #[arg(long, default_value_t = TrainingConfig::default().average_last, help_heading = "Translation (--task translation)")]
     average_last: usize,
+    /// Translation: at the end, choose the length penalty α that `tf translate` decodes the model
+    /// with among these, by beam-5 BLEU on the whole validation split ("none": no choice,
+    /// decode at 0.6).
+    #[arg(long, default_value_t = Alphas(TrainingConfig::default().length_penalties), value_parser = parse_alphas, help_heading = "Translation (--task translation)")]
+    alphas: Alphas,
 }
 
 impl TrainingArgs {
@@ -241,6 +246,7 @@ impl TrainingArgs {
             checkpoint_every: self.checkpoint_every,
             keep_checkpoints: self.keep_checkpoints,
             average_last: self.average_last,
+            length_penalties: self.alphas.0.clone(),
         }
     }
 }
@@ -299,7 +305,7 @@ pub const SYNTHETIC_FLAGS: [&str; 6] = [
 ];
 
 /// Flags that only translation reads.
-const TRANSLATION_FLAGS: [&str; 11] = [
+const TRANSLATION_FLAGS: [&str; 12] = [
     "data",
     "src",
     "tgt",
@@ -311,6 +317,7 @@ const TRANSLATION_FLAGS: [&str; 11] = [
     "batch_tokens",
     "epochs",
     "average_last",
+    "alphas",
 ];
 
 /// Refuses a flag given on the command line that the chosen task would ignore, naming the task

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
+use tf_model::{DEFAULT_ALPHA, DEFAULT_BEAM};
 use tf_train::ModelDir;
+use tf_train::eval::length_penalty::check_alphas;
 use tf_train::eval::translate::{TranslateOptions, translate};
 use tf_train::store::atomic::write_atomic;
 use tf_train::store::model_dir::Dropout;
@@ -26,11 +28,13 @@ pub struct TranslateArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Beams per sentence (1 = greedy decoding).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULT_BEAM)]
     beam: usize,
-    /// Length penalty exponent alpha of GNMT's ((5 + length) / 6)^alpha.
-    #[arg(long, default_value_t = 0.6)]
-    alpha: f64,
+    /// Length penalty exponent alpha of GNMT's ((5 + length) / 6)^alpha [default: the one
+    /// chosen for the model on its validation split (DIR/length_penalty.json, written by
+    /// `tf train` and `tf length-penalty`), else 0.6].
+    #[arg(long)]
+    alpha: Option<f64>,
     /// Sentences decoded together.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -40,17 +44,22 @@ pub fn run(args: TranslateArgs, device: &Device) -> Result<()> {
     if args.beam == 0 || args.batch_size == 0 {
         bail!("--beam and --batch-size must be at least 1");
     }
-    if !(args.alpha.is_finite() && args.alpha >= 0.0) {
-        bail!("--alpha must be a non-negative number, got {}", args.alpha);
+    if let Some(alpha) = args.alpha {
+        check_alphas(&[alpha]).context("--alpha")?;
     }
     let dir = ModelDir::new(&args.model);
     let (config, model) = dir.load_model(device, Dropout::AsConfigured)?;
     config.task.translation()?;
     let vocab = dir.load_vocabulary()?;
+    let alpha = match args.alpha {
+        Some(alpha) => alpha,
+        None if args.beam > 1 => models_alpha(&dir)?,
+        None => DEFAULT_ALPHA, // greedy decoding has no use for it
+    };
     let lines = read_input_lines(args.input.as_deref())?;
     let options = TranslateOptions {
         batch_sentences: args.batch_size,
-        ..TranslateOptions::beam(args.beam, args.alpha)
+        ..TranslateOptions::beam(args.beam, alpha)
     };
     let bar = progress::bar(lines.len() as u64);
     let translations = translate(&model, &vocab, &lines, &options, device, |n| {
@@ -77,4 +86,21 @@ pub fn run(args: TranslateArgs, device: &Device) -> Result<()> {
             .context("cannot write stdout")?,
     }
     Ok(())
+}
+
+/// The length penalty chosen for the model's weights, else the paper's (with a warning when the
+/// choice on record was made for other weights).
+pub fn models_alpha(dir: &ModelDir) -> Result<f64> {
+    if let Some(choice) = dir.length_penalty()? {
+        return Ok(choice.alpha);
+    }
+    if dir.has_length_penalty_record() {
+        eprintln!(
+            "warning: {}'s length penalty was chosen for other weights; decoding with α \
+             {DEFAULT_ALPHA} (`tf length-penalty --model {}` chooses again)",
+            dir.path().display(),
+            dir.path().display()
+        );
+    }
+    Ok(DEFAULT_ALPHA)
 }

@@ -8,6 +8,8 @@
 //!                                 checkpoint's, or for translation the best by validation BLEU
 //! DIR/best.json                   translation: the step and BLEU of model.bpk
 //! DIR/tokenizer.json              translation: the subword vocabulary (Hugging Face format)
+//! DIR/length_penalty.json         translation: the beam search α chosen on held-out data for
+//!                                 the weights in model.bpk (their SHA-256 inside)
 //! DIR/metrics.csv                 one row per logged training step and validation
 //! DIR/latest                      name of the newest complete checkpoint
 //! DIR/checkpoints/step-NNNNNNNN/  model.bpk, optimizer.bpk, state.json
@@ -27,8 +29,9 @@ use tf_model::Transformer;
 
 use crate::data::subword::SubwordVocab;
 use crate::error::{self, Error, Result, ResultExt, bail};
+use crate::eval::length_penalty::LengthPenalty;
 use crate::store::atomic::write_atomic;
-use crate::store::checksum::{read_verified, write_with_checksum};
+use crate::store::checksum::{read_verified, sha256_hex, write_with_checksum};
 use crate::training::config::RunConfig;
 
 /// Name of the run's configuration file.
@@ -38,6 +41,7 @@ pub const MODEL_FILE: &str = "model.bpk";
 /// Name of the subword vocabulary of a translation model.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 const BEST_FILE: &str = "best.json";
+const LENGTH_PENALTY_FILE: &str = "length_penalty.json";
 const METRICS_FILE: &str = "metrics.csv";
 const LOCK_FILE: &str = ".lock";
 
@@ -228,6 +232,38 @@ impl ModelDir {
             .map_err(|err| Error::format(&path, "is not a best-model record", err))?;
         Ok(Some(best))
     }
+
+    /// SHA-256 of the directory's weights file as it is now.
+    pub fn weights_sha256(&self) -> Result<String> {
+        Ok(sha256_hex(&error::read(&self.root.join(MODEL_FILE))?))
+    }
+
+    /// Records the length penalty chosen for the directory's weights
+    /// (`choice.weights_sha256` says which).
+    pub fn save_length_penalty(&self, choice: &LengthPenalty) -> Result<()> {
+        write_atomic(
+            &self.root.join(LENGTH_PENALTY_FILE),
+            serde_json::to_string_pretty(choice)?.as_bytes(),
+        )
+    }
+
+    /// Whether a length penalty was recorded, for these weights or earlier ones.
+    pub fn has_length_penalty_record(&self) -> bool {
+        self.root.join(LENGTH_PENALTY_FILE).is_file()
+    }
+
+    /// The length penalty chosen for the weights the directory holds now: `None` when none was
+    /// chosen, or when the weights changed after it was (a resumed run's new best, say).
+    pub fn length_penalty(&self) -> Result<Option<LengthPenalty>> {
+        let path = self.root.join(LENGTH_PENALTY_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = error::read_to_string(&path)?;
+        let choice: LengthPenalty = serde_json::from_str(&text)
+            .map_err(|err| Error::format(&path, "is not a length penalty record", err))?;
+        Ok((choice.weights_sha256 == self.weights_sha256()?).then_some(choice))
+    }
 }
 
 /// The settings every encoder and decoder layer shares, which `config.json` files of earlier
@@ -370,6 +406,46 @@ mod tests {
         assert!(err.contains("another program is writing"), "{err}");
         drop(held);
         assert!(model_dir.lock().is_ok(), "released when dropped");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_length_penalty_applies_only_to_the_weights_it_was_chosen_for() {
+        use crate::eval::length_penalty::AlphaBleu;
+        let dir = temp_dir("length-penalty");
+        let model_dir = ModelDir::new(&dir);
+        assert_eq!(model_dir.length_penalty().unwrap(), None, "none chosen");
+        assert!(!model_dir.has_length_penalty_record());
+        std::fs::write(dir.join(MODEL_FILE), b"weights one").unwrap();
+        let choice = LengthPenalty {
+            alpha: 1.5,
+            beam_size: 5,
+            split: "val".into(),
+            sentences: 2,
+            tried: vec![
+                AlphaBleu {
+                    alpha: 0.6,
+                    bleu: 30.0,
+                },
+                AlphaBleu {
+                    alpha: 1.5,
+                    bleu: 31.0,
+                },
+            ],
+            weights_sha256: model_dir.weights_sha256().unwrap(),
+        };
+        model_dir.save_length_penalty(&choice).unwrap();
+        assert_eq!(model_dir.length_penalty().unwrap(), Some(choice));
+        std::fs::write(dir.join(MODEL_FILE), b"weights two").unwrap();
+        assert_eq!(
+            model_dir.length_penalty().unwrap(),
+            None,
+            "the weights changed since"
+        );
+        assert!(model_dir.has_length_penalty_record());
+        std::fs::write(dir.join(LENGTH_PENALTY_FILE), "{\"alpha\": ").unwrap();
+        let err = model_dir.length_penalty().unwrap_err().to_string();
+        assert!(err.contains("is not a length penalty record"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -6,7 +6,8 @@ use tf_model::{EmbeddingSharing, TransformerConfig};
 
 use crate::data::task::Task;
 use crate::data::translation::TranslationTask;
-use crate::error::{Result, bail};
+use crate::error::{Result, ResultExt, bail};
+use crate::eval::length_penalty::{CANDIDATE_ALPHAS, check_alphas};
 
 /// How to train. [`Default`] is the synthetic tasks' recipe
 /// ([`Preset::synthetic`](crate::training::preset::Preset::synthetic) adjusts it per task).
@@ -47,6 +48,12 @@ pub struct TrainingConfig {
     /// (§6.1 averaged the last 5; 1 = off).
     #[serde(default = "default_average_last")]
     pub average_last: usize,
+    /// Translation: when training ends, the length penalty α that `tf translate` decodes the
+    /// model with is chosen among these by beam-search BLEU on the whole validation split
+    /// ([`length_penalty`](crate::eval::length_penalty)); empty = none chosen, decode at the
+    /// paper's 0.6 (and what runs recorded before the choice existed have).
+    #[serde(default)]
+    pub length_penalties: Vec<f64>,
 }
 
 fn default_average_last() -> usize {
@@ -56,7 +63,8 @@ fn default_average_last() -> usize {
 impl Default for TrainingConfig {
     /// 3,500 steps of 64 sequences, peak learning rate 1e-3 after 400 warm-up steps, label
     /// smoothing 0.1, gradient norm clipped to 1, seed 42; validation and a checkpoint every 500
-    /// steps, 5 checkpoints kept (and averaged at the end of a translation run).
+    /// steps, 5 checkpoints kept (and averaged at the end of a translation run, whose length
+    /// penalty is then chosen among [`CANDIDATE_ALPHAS`]).
     fn default() -> Self {
         Self {
             steps: 3500,
@@ -74,6 +82,7 @@ impl Default for TrainingConfig {
             checkpoint_every: 500,
             keep_checkpoints: 5,
             average_last: 5,
+            length_penalties: CANDIDATE_ALPHAS.to_vec(),
         }
     }
 }
@@ -242,6 +251,9 @@ impl RunConfig {
                 t.average_last,
                 t.keep_checkpoints
             );
+        }
+        if !t.length_penalties.is_empty() {
+            check_alphas(&t.length_penalties).context("length_penalties")?;
         }
         if t.epochs == Some(0) {
             bail!("epochs must be at least 1, got 0");

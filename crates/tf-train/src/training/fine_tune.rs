@@ -26,7 +26,8 @@ pub fn final_lr(trained: &RunConfig, steps: usize) -> f64 {
 /// A run that fine-tunes `model` (the trained model's configuration, changed) for `steps`
 /// optimizer steps on `trained`'s task and recipe, at learning rate `lr`: warm-up over a tenth
 /// of the steps, then the paper's inverse square-root decay. No time limit, no epochs count,
-/// no checkpoint averaging; validated and checkpointed at the end (and every `eval_every` /
+/// no checkpoint averaging, no length penalty chosen (`tf length-penalty` does that for the
+/// result); validated and checkpointed at the end (and every `eval_every` /
 /// `checkpoint_every` steps of a synthetic task, if sooner).
 pub fn fine_tune_run(
     trained: &RunConfig,
@@ -53,6 +54,7 @@ pub fn fine_tune_run(
             eval_every: t.eval_every.min(steps),
             checkpoint_every: t.checkpoint_every.min(steps),
             average_last: 1,
+            length_penalties: Vec::new(),
             ..t.clone()
         },
     };
@@ -89,6 +91,10 @@ mod tests {
         assert_eq!(
             (t.eval_every, t.checkpoint_every, t.average_last),
             (200, 200, 1)
+        );
+        assert!(
+            t.length_penalties.is_empty(),
+            "a short fine-tune chooses no α"
         );
         assert_eq!(t.label_smoothing, trained.training.label_smoothing);
         let fine = schedule(&run);

@@ -12,17 +12,19 @@ use std::time::{Duration, Instant};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
-use tf_model::Transformer;
+use tf_model::{DEFAULT_BEAM, Transformer};
 
 use crate::data::batch::Seq2SeqBatch;
 use crate::data::source::{TrainingData, step_seed};
 use crate::data::subword::SubwordVocab;
+use crate::data::translation::TranslationTask;
 use crate::error::{Error, Result, ResultExt, bail};
 use crate::eval::accuracy::Accuracy;
+use crate::eval::length_penalty::{LengthPenalty, made_on, tune_length_penalty};
 use crate::eval::validation::{Validation, validate};
 use crate::store::checkpoint::{Publish, TrainingState};
 use crate::store::model_dir::{BestModel, ModelDir, RunLock, copy_weights};
-use crate::training::config::{RunConfig, RunTask};
+use crate::training::config::{RunConfig, RunTask, TrainingConfig};
 use crate::training::metrics::{MetricsLog, MetricsRow};
 use crate::training::observer::TrainingObserver;
 use crate::training::optimizer::{optimizer, schedule};
@@ -75,6 +77,8 @@ pub struct TrainSummary {
     pub best: Option<BestModel>,
     /// Wall time of the run, seconds (a resumed run includes the time before the interruption).
     pub elapsed_secs: f64,
+    /// The length penalty chosen for the model (translation runs that choose one).
+    pub length_penalty: Option<LengthPenalty>,
 }
 
 /// Averages the newest `average_last` checkpoints (when there are at least two), validates the
@@ -413,6 +417,13 @@ fn run(
             best = Some(averaged);
         }
     }
+    let elapsed_secs = started.elapsed().as_secs_f64();
+    let length_penalty = match &config.task {
+        RunTask::Translation(task) if !t.length_penalties.is_empty() => {
+            Some(choose_length_penalty(dir, task, t, device, observer)?)
+        }
+        _ => None,
+    };
     Ok(TrainSummary {
         steps: state.step,
         steps_this_run: state.step - first_step,
@@ -421,8 +432,59 @@ fn run(
         validation: last_validation,
         bleu: last_bleu,
         best,
-        elapsed_secs: started.elapsed().as_secs_f64(),
+        elapsed_secs,
+        length_penalty,
     })
+}
+
+/// Chooses the length penalty of the directory's final model on the whole validation split
+/// (after training: it does not count against the time limit), telling `observer`; a choice
+/// already made for these weights on the same terms (a finished run resumed) is kept.
+fn choose_length_penalty(
+    dir: &ModelDir,
+    task: &TranslationTask,
+    t: &TrainingConfig,
+    device: &Device,
+    observer: &mut dyn TrainingObserver,
+) -> Result<LengthPenalty> {
+    if let Some(choice) = dir.length_penalty()?
+        && made_on(
+            &choice,
+            &task.valid_split,
+            DEFAULT_BEAM,
+            &t.length_penalties,
+        )
+    {
+        return Ok(choice);
+    }
+    let alphas: Vec<String> = t.length_penalties.iter().map(f64::to_string).collect();
+    observer.report(&format!(
+        "choosing the length penalty: beam {DEFAULT_BEAM} on all of {} with α {}",
+        task.valid_split,
+        alphas.join(", ")
+    ));
+    let choice = tune_length_penalty(
+        dir,
+        &task.data,
+        &task.valid_split,
+        DEFAULT_BEAM,
+        &t.length_penalties,
+        device,
+        |_, _| {},
+    )?;
+    let scores: Vec<String> = choice
+        .tried
+        .iter()
+        .map(|s| format!("α {} {:.2}", s.alpha, s.bleu))
+        .collect();
+    observer.report(&format!(
+        "BLEU on {} {} sentences: {}; `tf translate` decodes with α {}",
+        choice.sentences,
+        choice.split,
+        scores.join(", "),
+        choice.alpha
+    ));
+    Ok(choice)
 }
 
 #[cfg(test)]
