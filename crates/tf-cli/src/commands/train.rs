@@ -130,7 +130,7 @@ struct ModelArgs {
     /// Feed-forward inner width d_ff [default: 512; translation 1024].
     #[arg(long)]
     d_ff: Option<usize>,
-    /// Dropout on sublayer outputs and embeddings [default: 0.1].
+    /// Dropout on sublayer outputs and embeddings [default: 0.1; translation 0.3].
     #[arg(long)]
     dropout: Option<f64>,
     /// Dropout on attention weights (the paper uses none; PyTorch's nn.Transformer its dropout)
@@ -173,7 +173,7 @@ struct TrainingArgs {
     /// Optimizer steps [default: 3500; translation: as many as --epochs take].
     #[arg(long)]
     steps: Option<usize>,
-    /// Passes over the training data [default: 20].
+    /// Passes over the training data [default: 60, or fewer in --max-minutes].
     #[arg(long, help_heading = "Translation (--task translation)")]
     epochs: Option<usize>,
     /// Stop training after this many minutes of wall time, validating and checkpointing first;
