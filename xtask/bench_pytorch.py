@@ -59,12 +59,12 @@ class Seq2Seq(nn.Module):
     """The small model of cases 3 and 4: shared embeddings scaled by sqrt(d), sinusoidal
     positions, nn.Transformer (post-norm), tied output projection."""
 
-    def __init__(self, vocab=1000, d_model=256, heads=4, layers=3, d_ff=1024, max_len=600):
+    def __init__(self, vocab=1000, d_model=256, heads=4, layers=3, d_ff=1024, max_len=600, dropout=0.1):
         super().__init__()
         self.d_model = d_model
         self.embedding = nn.Embedding(vocab, d_model)
         self.transformer = nn.Transformer(
-            d_model, heads, layers, layers, d_ff, dropout=0.1, batch_first=True
+            d_model, heads, layers, layers, d_ff, dropout=dropout, batch_first=True
         )
         self.register_buffer("pe", sinusoidal_positions(max_len, d_model))
 
@@ -78,9 +78,9 @@ class Seq2Seq(nn.Module):
         return out @ self.embedding.weight.T
 
 
-def train_step(warmup, repeats):
+def train_step(warmup, repeats, dropout):
     torch.manual_seed(1)
-    model = Seq2Seq().train()
+    model = Seq2Seq(dropout=dropout).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
     src = torch.randint(3, 999, (32, 32))
     tgt = torch.randint(3, 999, (32, 32))
@@ -189,6 +189,7 @@ def main():
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--decode-lengths", default="32,128,512")
+    parser.add_argument("--dropout", type=float, default=0.3, help="of the training step: tf train's translation default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warmup, repeats = 2, args.repeats
@@ -200,7 +201,7 @@ def main():
             mha_forward([8, 128, 512], 8, warmup, repeats),
             mha_forward([8, 1024, 512], 8, warmup, min(repeats, 5)),
         ],
-        "train_step": train_step(warmup, min(repeats, 11)),
+        "train_step": train_step(warmup, min(repeats, 11), args.dropout),
         "decoding": decoding(lengths, warmup, min(repeats, 5)),
     }
     print(json.dumps(result))

@@ -369,6 +369,9 @@ fn pytorch(repeats: Repeats) -> std::result::Result<serde_json::Value, String> {
             &threads.to_string(),
             "--repeats",
             &repeats.timed.to_string(),
+            // The training step's, so that both sides drop the same share.
+            "--dropout",
+            &cases::small_model_config(64).layer.dropout.to_string(),
         ])
         .output()
         .map_err(|e| e.to_string())?;
