@@ -55,8 +55,9 @@ pub struct HeadStats {
     /// Self-attention only: share of queries whose most-attended key is the previous, the same
     /// and the next position.
     pub positional: Option<[f64; 3]>,
-    /// Share of queries whose most-attended key is one of the two rarest tokens of the sentence
-    /// ([`GroundTruth::token_counts`]; sentences of at least [`RARE_TOKEN_MIN_KEYS`] keys).
+    /// Share of queries whose most-attended key is one of the two rarest subwords of the sentence
+    /// ([`GroundTruth::token_counts`]; sentences of at least [`RARE_TOKEN_MIN_KEYS`] subwords;
+    /// BOS is none, and a causal query counts once it sees both).
     pub rare_token: Option<f64>,
     /// Cross-attention only: share of target positions whose most-attended source position is
     /// within one of `round(i · (S − 1) / (T − 1))`, the diagonal of a source of S and a decoder
@@ -261,6 +262,21 @@ fn two_rarest(keys: &[usize], counts: &[u64]) -> Option<[usize; 2]> {
     Some([order[0], order[1]])
 }
 
+/// The positions of the two rarest subwords among the `keys` of a block of `kind`. The
+/// decoder's self-attention reads BOS first: no subword of the sentence, it never occurs in the
+/// training text, and would otherwise always count as one of the rarest.
+fn rarest_subwords(kind: AttentionKind, keys: &[usize], counts: &[u64]) -> Option<[usize; 2]> {
+    let first = usize::from(kind == AttentionKind::DecoderSelf && keys.first() == Some(&BOS));
+    two_rarest(&keys[first..], counts).map(|positions| positions.map(|j| j + first))
+}
+
+/// The rarest keys query `i` is measured against: the decoder's self-attention is causal, so a
+/// query counts only once it can see both of them.
+fn visible_rarest(kind: AttentionKind, rarest: Option<[usize; 2]>, i: usize) -> Option<[usize; 2]> {
+    let causal = kind == AttentionKind::DecoderSelf;
+    rarest.filter(|positions| !causal || positions.iter().all(|&j| j <= i))
+}
+
 /// The source position on the proportional diagonal for target position `i` of `tgt_len`.
 fn diagonal_position(i: usize, src_len: usize, tgt_len: usize) -> usize {
     if tgt_len <= 1 {
@@ -296,7 +312,9 @@ fn add_block(
         };
         let cross = kind == AttentionKind::Cross;
         let alignment = truth.alignment.filter(|_| cross).map(|a| a(&example.src));
-        let rarest = truth.token_counts.and_then(|c| two_rarest(keys, c));
+        let rarest = truth
+            .token_counts
+            .and_then(|c| rarest_subwords(kind, keys, c));
         for (h, head_sums) in sums.iter_mut().enumerate().take(n_heads) {
             for i in 0..queries {
                 let start = ((b * n_heads + h) * q_len + i) * k_len;
@@ -306,7 +324,7 @@ fn add_block(
                     // The last decoder position predicts EOS, which aligns with no source
                     // position.
                     aligned_to: alignment.as_ref().and_then(|a| a.get(i).copied()),
-                    rarest,
+                    rarest: visible_rarest(kind, rarest, i),
                 };
                 head_sums.add_row(i, &values[start..start + keys.len()], row_truth);
             }
@@ -400,6 +418,7 @@ pub fn format_csv(stats: &[HeadStats]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
     use tf_train::{Task, TaskKind};
 
     fn head(kind: AttentionKind) -> HeadId {
@@ -480,6 +499,44 @@ mod tests {
         let diagonal: Vec<usize> = (0..3).map(|i| diagonal_position(i, 5, 3)).collect();
         assert_eq!(diagonal, [0, 2, 4]);
         assert_eq!(diagonal_position(0, 7, 1), 0);
+    }
+
+    #[test]
+    fn decoder_rare_share_skips_bos_and_unseen_keys() {
+        let device = Device::flex();
+        // Decoder input BOS a b c d; `c` (id 5) and `a` (id 3) are the rarest subwords, at
+        // positions 3 and 1. BOS never occurs in training text (count 0).
+        let counts = [0, 0, 0, 10, 50, 2, 40];
+        let examples = [Example {
+            src: vec![3, 4, 5, 6],
+            tgt: vec![3, 4, 5, 6],
+        }];
+        let truth = GroundTruth {
+            alignment: None,
+            token_counts: Some(&counts),
+        };
+        let stats_of = |strongest: &dyn Fn(usize) -> usize| {
+            let mut values = vec![0.0f32; 25];
+            for i in 0..5 {
+                values[i * 5 + strongest(i)] = 1.0;
+            }
+            let weights = Tensor::<4>::from_data(TensorData::new(values, [1, 1, 5, 5]), &device);
+            let mut sums = [Sums::default()];
+            add_block(
+                &mut sums,
+                AttentionKind::DecoderSelf,
+                weights,
+                truth,
+                &examples,
+            );
+            sums[0].finish(head(AttentionKind::DecoderSelf))
+        };
+        // A head that rests on BOS is no rare-token head.
+        assert_eq!(stats_of(&|_| 0).rare_token, Some(0.0));
+        // A head on the rarest key it can see: queries 3 and 4 see both rarest and count.
+        let on_rarest = stats_of(&|i| if i >= 3 { 3 } else { i.min(1) });
+        assert_eq!(on_rarest.rare_token, Some(1.0));
+        assert_eq!(on_rarest.roles, ["rare tokens"]);
     }
 
     #[test]
