@@ -13,6 +13,11 @@
 //! composed ones, each alone and together in a training step of the translation model
 //! (docs/benchmarks.md, "Fused operations").
 //!
+//! `cargo xtask ctranslate2 [--model DIR]` decodes test_2016_flickr with a translation model
+//! and with CTranslate2 on the same weights (`xtask/bench_ctranslate2.py`), and writes
+//! `target/bench/ctranslate2.json` and its table in `docs/benchmarks.md`; `bench` runs it too
+//! as case 6 when the model directory (`--translator`, default `runs/de-en`) exists.
+//!
 //! `cargo xtask newcomer [--skip-tests] [--max-minutes M]` clones the repository into an empty
 //! folder and runs the README's commands in order against a local copy of the data
 //! ([`newcomer`]).
@@ -21,6 +26,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cases;
+mod ctranslate2;
 mod newcomer;
 mod report;
 mod timing;
@@ -54,6 +60,27 @@ enum Task {
         /// Skip PyTorch even if it is installed.
         #[arg(long)]
         no_pytorch: bool,
+        /// The translation model of case 6 (decoding beside CTranslate2); skipped if absent.
+        #[arg(long, default_value = "runs/de-en")]
+        translator: PathBuf,
+    },
+    /// Decode test_2016_flickr with a translation model and with CTranslate2 on its weights
+    /// (greedy and beam 5, batch 1 and 64, float32 and int8); write
+    /// target/bench/ctranslate2.json and the table in docs/benchmarks.md.
+    Ctranslate2 {
+        /// A translation model directory.
+        #[arg(long, default_value = "runs/de-en")]
+        model: PathBuf,
+        /// The Multi30k files [default: $TF_MULTI30K, else data/multi30k, else
+        /// ../shared/data/multi30k].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Sentences of test_2016_flickr (from its start).
+        #[arg(long, default_value_t = 1000)]
+        sentences: usize,
+        /// Timed runs of each case.
+        #[arg(long, default_value_t = 1)]
+        repeats: usize,
     },
     /// Clone the repository into an empty folder and run the README's commands in order,
     /// with Multi30k served from a local HTTP server; fails on the first that does not work.
@@ -156,7 +183,33 @@ fn main() -> Result<()> {
             device,
             quick,
             no_pytorch,
-        } => bench(device, quick, no_pytorch),
+            translator,
+        } => bench(device, quick, no_pytorch, &translator),
+        Task::Ctranslate2 {
+            model,
+            data,
+            sentences,
+            repeats,
+        } => {
+            let options = ctranslate2_options(model, data, sentences, repeats);
+            let command = format!(
+                "cargo xtask ctranslate2 --model {} --sentences {sentences} --repeats {repeats}",
+                options.model.display()
+            );
+            println!("{command}");
+            let comparison = ctranslate2::compare(&options, &Backend::Flex.device())?
+                .map_err(|why| anyhow::anyhow!("CTranslate2 not measured: {why}"))?;
+            let root = repository();
+            std::fs::create_dir_all(root.join("target/bench"))?;
+            let json = root.join("target/bench/ctranslate2.json");
+            std::fs::write(&json, serde_json::to_string_pretty(&comparison)?)?;
+            println!("wrote {}", json.display());
+            report::replace_section(
+                &root.join("docs/benchmarks.md"),
+                "ctranslate2",
+                &comparison.markdown(&command),
+            )
+        }
         Task::TrainStep {
             device,
             dropout,
@@ -182,9 +235,7 @@ fn main() -> Result<()> {
             skip_tests,
             keep,
         } => {
-            let repository = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .expect("xtask is inside the repository");
+            let repository = repository();
             let data = data
                 .or_else(|| std::env::var_os("TF_MULTI30K").map(PathBuf::from))
                 .unwrap_or_else(|| repository.join("../shared/data/multi30k"));
@@ -194,7 +245,7 @@ fn main() -> Result<()> {
                 skip_tests,
                 keep,
             }
-            .run(repository)
+            .run(&repository)
         }
         Task::Fused {
             device,
@@ -232,7 +283,44 @@ fn main() -> Result<()> {
     }
 }
 
-fn bench(backend: Backend, quick: bool, no_pytorch: bool) -> Result<()> {
+/// The repository's root (xtask's parent folder).
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the repository")
+        .to_path_buf()
+}
+
+/// Case 6's options: `model` and `data` as given (relative to the repository when relative),
+/// the data defaulting to $TF_MULTI30K, `data/multi30k` or `../shared/data/multi30k`.
+fn ctranslate2_options(
+    model: PathBuf,
+    data: Option<PathBuf>,
+    sentences: usize,
+    repeats: usize,
+) -> ctranslate2::Ctranslate2Options {
+    let root = repository();
+    let data = data
+        .or_else(|| std::env::var_os("TF_MULTI30K").map(PathBuf::from))
+        .unwrap_or_else(|| {
+            let local = root.join("data/multi30k");
+            if local.is_dir() {
+                local
+            } else {
+                root.join("../shared/data/multi30k")
+            }
+        });
+    ctranslate2::Ctranslate2Options {
+        model: root.join(model),
+        data: root.join(data),
+        sentences,
+        repeats,
+        threads: std::thread::available_parallelism().map_or(1, usize::from),
+        work_dir: root.join("target/bench/ctranslate2"),
+    }
+}
+
+fn bench(backend: Backend, quick: bool, no_pytorch: bool, translator: &Path) -> Result<()> {
     let device = backend.device();
     let name = backend_name(backend);
     let repeats = Repeats::new(quick);
@@ -335,6 +423,22 @@ fn bench(backend: Backend, quick: bool, no_pytorch: bool) -> Result<()> {
         Err(why) => println!("5. pytorch not measured: {why}"),
     }
 
+    let ctranslate2 = if !repository().join(translator).join("config.json").is_file() {
+        Err(format!(
+            "no translation model in {} (`tf train --task translation --out {}`)",
+            translator.display(),
+            translator.display()
+        ))
+    } else if backend != Backend::Flex {
+        Err("measured on Flex only".to_string())
+    } else {
+        let options = ctranslate2_options(translator.to_path_buf(), None, 1000, 1);
+        ctranslate2::compare(&options, &device)?
+    };
+    if let Err(why) = &ctranslate2 {
+        println!("6. ctranslate2 not measured: {why}");
+    }
+
     let report = Report {
         device: name,
         machine: report::machine(),
@@ -346,6 +450,7 @@ fn bench(backend: Backend, quick: bool, no_pytorch: bool) -> Result<()> {
         train_step,
         decoding,
         pytorch,
+        ctranslate2,
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     report.write(&root.join("docs"), &root.join("target/bench"))

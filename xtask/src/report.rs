@@ -11,6 +11,7 @@ use serde_json::Value;
 use tf_inspect::plot::{Axes, Series, line_plot};
 
 use crate::cases::{Decoding, MhaBreakdown, MhaComparison, ScalingPoint, TrainStep};
+use crate::ctranslate2::Ctranslate2Comparison;
 use crate::timing::ms;
 
 /// Everything one run measured.
@@ -36,6 +37,40 @@ pub struct Report {
     pub decoding: Vec<Decoding>,
     /// Case 5: PyTorch's figures, or why there are none.
     pub pytorch: std::result::Result<Value, String>,
+    /// Case 6: decoding beside CTranslate2, or why it was not measured.
+    #[serde(serialize_with = "measured_or_why")]
+    pub ctranslate2: std::result::Result<Ctranslate2Comparison, String>,
+}
+
+/// A case's figures as its object, or `{"not_measured": why}`.
+fn measured_or_why<S: serde::Serializer, T: Serialize>(
+    value: &std::result::Result<T, String>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match value {
+        Ok(figures) => figures.serialize(serializer),
+        Err(why) => serde_json::json!({ "not_measured": why }).serialize(serializer),
+    }
+}
+
+/// Replaces the part of the markdown file `path` between `<!-- KEY begin -->` and
+/// `<!-- KEY end -->` with `body` (appending the section when it is not there yet).
+pub fn replace_section(path: &Path, key: &str, body: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let (begin, end) = (
+        format!("<!-- {key} begin -->"),
+        format!("<!-- {key} end -->"),
+    );
+    let section = format!("{begin}\n{body}{end}");
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if b < e => {
+            format!("{}{section}{}", &old[..b], &old[e + end.len()..])
+        }
+        _ => format!("{}\n{section}\n", old.trim_end()),
+    };
+    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// The machine: CPU model, cores, memory (Linux).
@@ -84,22 +119,11 @@ impl Report {
         std::fs::create_dir_all(&images)?;
         self.plot(&images)?;
         let md_path = docs.join("benchmarks.md");
-        let old = std::fs::read_to_string(&md_path).unwrap_or_else(|_| "# Benchmarks\n".into());
-        let (begin, end) = (
-            format!("<!-- bench:{} begin -->", self.device),
-            format!("<!-- bench:{} end -->", self.device),
-        );
-        let section = format!("{begin}\n{}{end}", self.markdown());
-        let new = match (old.find(&begin), old.find(&end)) {
-            (Some(b), Some(e)) if b < e => {
-                format!("{}{section}{}", &old[..b], &old[e + end.len()..])
-            }
-            _ => format!("{}\n{section}\n", old.trim_end()),
-        };
-        std::fs::write(&md_path, new)
-            .with_context(|| format!("cannot write {}", md_path.display()))?;
-        println!("wrote {}", md_path.display());
-        Ok(())
+        replace_section(
+            &md_path,
+            &format!("bench:{}", self.device),
+            &self.markdown(),
+        )
     }
 
     fn plot(&self, images: &Path) -> Result<()> {
@@ -327,6 +351,15 @@ impl Report {
             );
         }
         let _ = writeln!(md, "\n![decoding](images/bench-{d}-decoding.png)\n");
+        match &self.ctranslate2 {
+            Ok(comparison) => md.push_str(&comparison.markdown(&self.command)),
+            Err(why) => {
+                let _ = writeln!(
+                    md,
+                    "### 6. Decoding beside CTranslate2\n\nNot measured: {why}.\n"
+                );
+            }
+        }
         md
     }
 }

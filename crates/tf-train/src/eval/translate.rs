@@ -61,29 +61,49 @@ pub fn translate(
     sentences: &[String],
     options: &TranslateOptions,
     device: &Device,
-    mut on_batch: impl FnMut(usize),
+    on_batch: impl FnMut(usize),
 ) -> Result<Translations> {
-    let max_positions = model.max_len();
     let max_source = model.max_source_len();
-    let mut out = Translations {
-        sentences: vec![String::new(); sentences.len()],
-        truncated: Vec::new(),
-    };
-    let mut sources: Vec<(usize, Vec<usize>)> = Vec::with_capacity(sentences.len());
+    let mut truncated = Vec::new();
+    let mut sources: Vec<Vec<usize>> = Vec::with_capacity(sentences.len());
     for (i, sentence) in sentences.iter().enumerate() {
         let mut ids = vocab.encode(sentence)?;
         if ids.len() > max_source {
             ids.truncate(max_source);
-            out.truncated.push(i);
+            truncated.push(i);
         }
-        if !ids.is_empty() {
-            sources.push((i, ids));
-        }
+        sources.push(ids);
     }
+    let outputs = translate_ids(model, &sources, options, device, on_batch)?;
+    let sentences = outputs
+        .iter()
+        .map(|tokens| vocab.decode(tokens))
+        .collect::<Result<_>>()?;
+    Ok(Translations {
+        sentences,
+        truncated,
+    })
+}
+
+/// The decoding behind [`translate`], on token ids: each source's output ids (without BOS and
+/// EOS), in the input's order; an empty source gets an empty output. Sources must fit the model
+/// ([`max_source_len`](tf_model::Transformer::max_source_len)).
+pub fn translate_ids(
+    model: &Transformer,
+    sources: &[Vec<usize>],
+    options: &TranslateOptions,
+    device: &Device,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Vec<Vec<usize>>> {
+    let max_positions = model.max_len();
+    let mut out = vec![Vec::new(); sources.len()];
     // Similar lengths together: little padding, and beams that finish together.
-    sources.sort_by_key(|(_, ids)| ids.len());
-    for chunk in sources.chunks(options.batch_sentences.max(1)) {
-        let ids: Vec<Vec<usize>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
+    let mut order: Vec<usize> = (0..sources.len())
+        .filter(|&i| !sources[i].is_empty())
+        .collect();
+    order.sort_by_key(|&i| sources[i].len());
+    for chunk in order.chunks(options.batch_sentences.max(1)) {
+        let ids: Vec<Vec<usize>> = chunk.iter().map(|&i| sources[i].clone()).collect();
         let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
         let (src, src_pad_mask) = Seq2SeqBatch::sources(&ids, device);
         let outputs: Vec<Vec<usize>> = if options.beam_size <= 1 {
@@ -112,15 +132,14 @@ pub fn translate(
                 })
                 .collect()
         };
-        for ((i, _), tokens) in chunk.iter().zip(outputs) {
-            let end = tokens
-                .iter()
-                .position(|&t| t == EOS)
-                .unwrap_or(tokens.len());
-            out.sentences[*i] = vocab.decode(&tokens[..end])?;
+        for (&i, mut tokens) in chunk.iter().zip(outputs) {
+            if let Some(end) = tokens.iter().position(|&t| t == EOS) {
+                tokens.truncate(end);
+            }
+            out[i] = tokens;
         }
         on_batch(chunk.len());
     }
-    on_batch(sentences.len() - sources.len()); // the empty ones
+    on_batch(sources.len() - order.len()); // the empty ones
     Ok(out)
 }
