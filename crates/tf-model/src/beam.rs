@@ -1,5 +1,5 @@
 //! Beam search: the `beam_size` most probable prefixes of every sentence, extended step by step
-//! on the key/value cache, all sentences and beams in one batch; finished hypotheses are ranked
+//! on the key/value cache, the live beams of all sentences in one batch; finished hypotheses are ranked
 //! by log-probability over GNMT's length penalty `((5 + len) / 6)^α` (Wu et al., 2016).
 
 use burn::tensor::activation::log_softmax;
@@ -66,9 +66,60 @@ struct Live {
     log_prob: f64,
 }
 
+/// A sentence still being searched: its live beams, one batch row each, in order.
+struct Searching {
+    sentence: usize,
+    beams: Vec<Live>,
+    max_tokens: usize,
+}
+
+/// One extension of a beam: its log-probability, the beam's index and the token.
+type Extension = (f64, usize, usize);
+
+/// The `n` best extensions of `beams` (ties: lower beam, then lower token), best first.
+///
+/// # Shapes
+/// - `log_probs`: `[beams.len(), vocab]` flattened, row `j` the next-token log-probabilities of
+///   beam `j`
+fn best_extensions(beams: &[Live], log_probs: &[f32], vocab: usize, n: usize) -> Vec<Extension> {
+    // The sentence's n best lie among each beam's n best tokens.
+    let mut candidates: Vec<Extension> = Vec::with_capacity(beams.len() * n);
+    for (j, (beam, row)) in beams.iter().zip(log_probs.chunks_exact(vocab)).enumerate() {
+        candidates.extend(
+            best_tokens(row, n)
+                .into_iter()
+                .map(|(lp, t)| (beam.log_prob + lp as f64, j, t)),
+        );
+    }
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    candidates.truncate(n);
+    candidates
+}
+
+/// The `n` largest values of `row` with their indices, largest first (ties: lower index). One
+/// pass; most values fail the comparison with the n-th best so far.
+fn best_tokens(row: &[f32], n: usize) -> Vec<(f32, usize)> {
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(n + 1);
+    for (t, &v) in row.iter().enumerate() {
+        // Not above the n-th best (a NaN is never above): skipped.
+        if best.len() == n && v.partial_cmp(&best[n - 1].0) != Some(std::cmp::Ordering::Greater) {
+            continue;
+        }
+        // After the last entry not below v: equal values keep their index order.
+        let at = best.partition_point(|&(b, _)| b >= v);
+        best.insert(at, (v, t));
+        best.truncate(n);
+    }
+    best
+}
+
 impl Transformer {
     /// Beam search for every source sentence; returns each sentence's finished hypotheses, best
     /// first (at most `beam_size`).
+    ///
+    /// The batch holds only live beams: a sentence starts as one row (its beams are one prefix
+    /// until the first step fans them out), and its rows leave the batch, cache and memory
+    /// included, once it is done. The encoder runs once per sentence.
     ///
     /// # Shapes
     /// - `src`: `[batch, src_len]` token ids
@@ -97,142 +148,114 @@ impl Transformer {
                 .collect(),
             None => vec![src_len; batch],
         };
-        // The decoder's inputs are BOS and the tokens before the last: at most the model's positions.
-        let max_tokens: Vec<usize> = lengths
+        let mut cache = self.new_cache(&self.encode(src, src_pad_mask));
+        let mut searching: Vec<Searching> = lengths
             .iter()
-            .map(|&l| options.max_output.clamped(l, max_positions))
-            .collect();
-
-        // Every sentence's row repeated for its k beams: row b·k + j is beam j of sentence b.
-        let repeat = Tensor::<1, Int>::from_data(
-            TensorData::new(
-                (0..batch * k).map(|r| (r / k) as i64).collect::<Vec<_>>(),
-                [batch * k],
-            ),
-            &device,
-        );
-        let memory = self.encode(
-            src.select(0, repeat.clone()),
-            src_pad_mask.map(|m| m.select(0, repeat)),
-        );
-        let mut cache = self.new_cache(&memory);
-
-        // Beam 0 of each sentence starts alone (the others at -inf, so the first step fans out
-        // from one prefix).
-        let mut live: Vec<Vec<Live>> = (0..batch)
-            .map(|_| {
-                (0..k)
-                    .map(|j| Live {
-                        tokens: Vec::new(),
-                        log_prob: if j == 0 { 0.0 } else { f64::NEG_INFINITY },
-                    })
-                    .collect()
+            .enumerate()
+            .map(|(sentence, &len)| Searching {
+                sentence,
+                beams: vec![Live {
+                    tokens: Vec::new(),
+                    log_prob: 0.0,
+                }],
+                // The decoder's inputs are BOS and the tokens before the last: at most the
+                // model's positions.
+                max_tokens: options.max_output.clamped(len, max_positions),
             })
             .collect();
         let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
-        let mut done = vec![false; batch];
-        let finish = |beam: &Live, with_eos: bool, out: &mut Vec<Hypothesis>| {
-            let len = beam.tokens.len() + usize::from(with_eos);
-            out.push(Hypothesis {
-                tokens: beam.tokens.clone(),
-                log_prob: beam.log_prob,
-                score: beam.log_prob / options.length_penalty(len),
-            });
+        let finish = |tokens: Vec<usize>, log_prob: f64, with_eos: bool| {
+            let len = tokens.len() + usize::from(with_eos);
+            Hypothesis {
+                tokens,
+                log_prob,
+                score: log_prob / options.length_penalty(len),
+            }
         };
 
         for step in 0.. {
-            let last: Vec<i64> = live
+            let last: Vec<i64> = searching
                 .iter()
-                .flat_map(|beams| {
-                    beams
-                        .iter()
-                        .map(|b| *b.tokens.last().unwrap_or(&options.bos) as i64)
-                })
+                .flat_map(|s| &s.beams)
+                .map(|b| *b.tokens.last().unwrap_or(&options.bos) as i64)
                 .collect();
-            let input = Tensor::<2, Int>::from_data(TensorData::new(last, [batch * k, 1]), &device);
-            let logits = self.decode(input, DecodeContext::Cached(&mut cache), None); // [b·k, 1, vocab]
+            let rows = last.len();
+            let row_sentence: Vec<usize> = searching
+                .iter()
+                .flat_map(|s| std::iter::repeat_n(s.sentence, s.beams.len()))
+                .collect();
+            let input = Tensor::<2, Int>::from_data(TensorData::new(last, [rows, 1]), &device);
+            let logits = self.decode(input, DecodeContext::Cached(&mut cache), None); // [rows, 1, vocab]
             let vocab = logits.dims()[2];
-            let log_probs = log_softmax(logits.reshape([batch * k, vocab]), 1)
+            let log_probs = log_softmax(logits.reshape([rows, vocab]), 1)
                 .into_data()
                 .try_to_vec::<f32>()
                 .expect("float log-probabilities");
 
-            let mut order = Vec::with_capacity(batch * k);
-            for b in 0..batch {
-                let base = b * k;
-                if done[b] {
-                    order.extend(base..base + k);
-                    continue;
-                }
-                // The 2k best extensions of the sentence's beams (ties: lower beam, lower token).
-                let mut candidates: Vec<(f64, usize, usize)> = Vec::with_capacity(k * vocab);
-                for (j, beam) in live[b].iter().enumerate() {
-                    if beam.log_prob == f64::NEG_INFINITY {
-                        continue;
-                    }
-                    let row = &log_probs[(base + j) * vocab..(base + j + 1) * vocab];
-                    candidates.extend(
-                        row.iter()
-                            .enumerate()
-                            .map(|(t, &lp)| (beam.log_prob + lp as f64, j, t)),
-                    );
-                }
-                let take = (2 * k).min(candidates.len());
-                candidates.select_nth_unstable_by(take - 1, |a, b| {
-                    b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2)))
-                });
-                candidates.truncate(take);
-                candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-
-                let at_limit = step + 1 >= max_tokens[b];
+            // Each row of the next step names the row it continues.
+            let mut parents: Vec<i64> = Vec::with_capacity(rows * k);
+            let mut first_row = 0;
+            let mut still = Vec::with_capacity(searching.len());
+            for mut s in searching {
+                let n = s.beams.len();
+                let rows_of = &log_probs[first_row * vocab..(first_row + n) * vocab];
+                let at_limit = step + 1 >= s.max_tokens;
+                let done = &mut finished[s.sentence];
+                let first_parent = parents.len();
                 let mut next: Vec<Live> = Vec::with_capacity(k);
-                let mut sources = Vec::with_capacity(k);
-                for (rank, &(log_prob, j, token)) in candidates.iter().enumerate() {
+                for (rank, (log_prob, j, token)) in best_extensions(&s.beams, rows_of, vocab, 2 * k)
+                    .into_iter()
+                    .enumerate()
+                {
                     if next.len() == k {
                         break;
                     }
-                    let mut tokens = live[b][j].tokens.clone();
+                    let mut tokens = s.beams[j].tokens.clone();
                     if token == options.eos {
                         // An ending counts only if it ranks among the k best.
                         if rank < k {
-                            finish(&Live { tokens, log_prob }, true, &mut finished[b]);
+                            done.push(finish(tokens, log_prob, true));
                         }
                         continue;
                     }
                     tokens.push(token);
                     next.push(Live { tokens, log_prob });
-                    sources.push(base + j);
+                    parents.push((first_row + j) as i64);
                 }
+                first_row += n;
                 if at_limit {
-                    for beam in &next {
-                        finish(beam, false, &mut finished[b]);
-                    }
+                    done.extend(next.drain(..).map(|b| finish(b.tokens, b.log_prob, false)));
                 }
                 // Done once k hypotheses have ended, or the length limit is reached.
-                if finished[b].len() >= k || at_limit || next.is_empty() {
-                    done[b] = true;
+                if done.len() >= k || next.is_empty() {
+                    parents.truncate(first_parent);
+                } else {
+                    s.beams = next;
+                    still.push(s);
                 }
-                while next.len() < k {
-                    next.push(Live {
-                        tokens: Vec::new(),
-                        log_prob: f64::NEG_INFINITY,
-                    });
-                    sources.push(base);
-                }
-                live[b] = next;
-                order.extend(sources);
             }
-            if done.iter().all(|&d| d) {
+            searching = still;
+            if searching.is_empty() {
                 break;
             }
-            let order = Tensor::<1, Int>::from_data(
-                TensorData::new(
-                    order.into_iter().map(|r| r as i64).collect::<Vec<_>>(),
-                    [batch * k],
-                ),
-                &device,
-            );
-            cache.reorder_beams(order); // beams stay within their sentence
+            // Rows that stay in place need no copy; the cross-attention memory moves only when
+            // a row changes sentence (the batch shrank, or a sentence fanned out).
+            let in_place = parents.len() == rows;
+            if in_place && parents.iter().enumerate().all(|(i, &p)| p as usize == i) {
+                continue;
+            }
+            let memory_moves = !in_place
+                || parents
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &p)| row_sentence[i] != row_sentence[p as usize]);
+            let n = parents.len();
+            let parents = Tensor::<1, Int>::from_data(TensorData::new(parents, [n]), &device);
+            if memory_moves {
+                cache.select_rows(parents);
+            } else {
+                cache.reorder_beams(parents); // beams trade places within their sentence
+            }
         }
         for hypotheses in &mut finished {
             hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -280,6 +303,35 @@ mod tests {
             .enumerate()
             .map(|(i, &t)| log_probs[i * vocab + t] as f64)
             .sum()
+    }
+
+    #[test]
+    fn best_tokens_are_the_largest_with_ties_by_lower_index() {
+        let row = [0.1, 0.5, 0.5, -1.0, 0.7, 0.5];
+        assert_eq!(best_tokens(&row, 3), vec![(0.7, 4), (0.5, 1), (0.5, 2)]);
+        assert_eq!(best_tokens(&row, 1), vec![(0.7, 4)]);
+        assert_eq!(best_tokens(&row[..2], 4), vec![(0.5, 1), (0.1, 0)]);
+    }
+
+    #[test]
+    fn best_extensions_rank_prefix_plus_token_log_probability_across_beams() {
+        let beams = [
+            Live {
+                tokens: vec![5],
+                log_prob: -1.0,
+            },
+            Live {
+                tokens: vec![6],
+                log_prob: -0.5,
+            },
+        ];
+        // Beam 0's best token totals -1.25; beam 1's two best total -1.0 and -1.25 (the tie
+        // goes to the lower beam).
+        let log_probs = [-0.25, -3.0, -2.0, -0.5, -0.75, -5.0];
+        assert_eq!(
+            best_extensions(&beams, &log_probs, 3, 3),
+            vec![(-1.0, 1, 0), (-1.25, 0, 0), (-1.25, 1, 1)]
+        );
     }
 
     #[test]

@@ -48,6 +48,20 @@ impl DecoderCache {
             cache.select_batch(indices.clone());
         }
     }
+
+    /// Row `i` of the cache becomes row `indices[i]` of the old one, the cross-attention memory
+    /// included: rows may be dropped (finished sentences) or repeated (a sentence fanning out
+    /// into beams), and the batch changes size.
+    ///
+    /// # Shapes
+    /// - `indices`: `[new_batch]`
+    pub fn select_rows(&mut self, indices: Tensor<1, Int>) {
+        self.reorder_beams(indices.clone());
+        self.memory = std::mem::take(&mut self.memory)
+            .into_iter()
+            .map(|memory| memory.select_batch(indices.clone()))
+            .collect();
+    }
 }
 
 #[cfg(test)]
