@@ -3,7 +3,7 @@
 //! input's order. What validation BLEU and `tf translate` both use.
 
 use burn::tensor::Device;
-use tf_model::{BeamOptions, GreedyOptions, OutputLimit, Transformer};
+use tf_model::{BeamOptions, OutputLimit, Transformer};
 
 use crate::data::batch::Seq2SeqBatch;
 use crate::data::subword::SubwordVocab;
@@ -95,7 +95,6 @@ pub fn translate_ids(
     device: &Device,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Vec<Vec<usize>>> {
-    let max_positions = model.max_len();
     let mut out = vec![Vec::new(); sources.len()];
     // Similar lengths together: little padding, and beams that finish together.
     let mut order: Vec<usize> = (0..sources.len())
@@ -104,34 +103,26 @@ pub fn translate_ids(
     order.sort_by_key(|&i| sources[i].len());
     for chunk in order.chunks(options.batch_sentences.max(1)) {
         let ids: Vec<Vec<usize>> = chunk.iter().map(|&i| sources[i].clone()).collect();
-        let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
         let (src, src_pad_mask) = Seq2SeqBatch::sources(&ids, device);
-        let outputs: Vec<Vec<usize>> = if options.beam_size <= 1 {
-            let max_len = options.max_output.clamped(longest, max_positions);
-            model.greedy_decode(
-                src,
-                Some(src_pad_mask),
-                &GreedyOptions::new(BOS, EOS, max_len),
-            )?
-        } else {
-            let beam = BeamOptions {
-                beam_size: options.beam_size,
-                alpha: options.alpha,
-                max_output: options.max_output,
-                ..BeamOptions::new(BOS, EOS)
-            };
-            model
-                .beam_search(src, Some(src_pad_mask), &beam)?
-                .into_iter()
-                .map(|hypotheses| {
-                    hypotheses
-                        .into_iter()
-                        .next()
-                        .map(|h| h.tokens)
-                        .unwrap_or_default()
-                })
-                .collect()
+        // Beam search at beam 1 is greedy decoding, with each sentence's own length limit and
+        // finished sentences leaving the batch.
+        let beam = BeamOptions {
+            beam_size: options.beam_size.max(1),
+            alpha: options.alpha,
+            max_output: options.max_output,
+            ..BeamOptions::new(BOS, EOS)
         };
+        let outputs: Vec<Vec<usize>> = model
+            .beam_search(src, Some(src_pad_mask), &beam)?
+            .into_iter()
+            .map(|hypotheses| {
+                hypotheses
+                    .into_iter()
+                    .next()
+                    .map(|h| h.tokens)
+                    .unwrap_or_default()
+            })
+            .collect();
         for (&i, mut tokens) in chunk.iter().zip(outputs) {
             if let Some(end) = tokens.iter().position(|&t| t == EOS) {
                 tokens.truncate(end);
