@@ -7,8 +7,9 @@ folder and runs this script on it:
 - `config.json`: the model's `TransformerConfig` (what `tf train` writes as `model`);
 - `weights.safetensors`: every parameter under its burn module path, in PyTorch's layout
   (a Linear's weight as [d_out, d_in]; a LayerNorm's gamma and beta as weight and bias);
-- `sources.json`: `{"sources": [[id, ...], ...], "max_decoding_length": N,
-  "cases": [{"name", "beam", "batch", "compute_type"}, ...], "repeats": R}`.
+- `sources.json`: `{"sources": [[id, ...], ...], "max_decoding_lengths": [N, ...],
+  "cases": [{"name", "beam", "batch", "compute_type"}, ...], "repeats": R}`, with each
+  source's most output tokens (EOS included), as `tf translate` limits it.
 
 It builds a CTranslate2 `TransformerSpec` from those weights (our interleaved sinusoid table is
 passed explicitly: CTranslate2's own is [sin | cos]), saves it under `ct2/`, translates the
@@ -144,6 +145,26 @@ def build_spec(config, w):
     return spec
 
 
+def translate(translator, sources, limits, case):
+    """Each source's best hypothesis, decoded as `tf translate` batches them: sorted by length,
+    in groups of `batch`, each group limited to its longest source's length limit (one
+    `max_decoding_length` per call; at batch 1 that is the sentence's own)."""
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    outputs = [None] * len(sources)
+    batch = case["batch"]
+    for start in range(0, len(order), batch):
+        group = order[start:start + batch]
+        results = translator.translate_batch(
+            [sources[i] for i in group],
+            max_batch_size=batch,
+            beam_size=case["beam"],
+            max_decoding_length=max(limits[i] for i in group),
+        )
+        for i, result in zip(group, results):
+            outputs[i] = result.hypotheses[0]
+    return outputs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", required=True, help="the export folder")
@@ -160,6 +181,7 @@ def main():
     spec.save(out_dir)
 
     sources = [[str(t) for t in ids] for ids in job["sources"]]
+    limits = job["max_decoding_lengths"]
     results = []
     translators = {}
     for case in job["cases"]:
@@ -170,19 +192,14 @@ def main():
                 inter_threads=1, intra_threads=args.threads,
             )
         translator = translators[compute_type]
-        run = lambda: translator.translate_batch(
-            sources,
-            max_batch_size=case["batch"],
-            beam_size=case["beam"],
-            max_decoding_length=job["max_decoding_length"],
-        )
+        run = lambda: translate(translator, sources, limits, case)
         outputs = run()  # warm-up
         seconds = []
         for _ in range(job["repeats"]):
             start = time.perf_counter()
             outputs = run()
             seconds.append(time.perf_counter() - start)
-        ids = [[int(t) if t not in SPECIAL else SPECIAL.index(t) for t in r.hypotheses[0]] for r in outputs]
+        ids = [[int(t) if t not in SPECIAL else SPECIAL.index(t) for t in hypothesis] for hypothesis in outputs]
         results.append({
             "name": case["name"],
             "seconds": statistics.median(seconds),

@@ -13,7 +13,7 @@ use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tf_model::{OutputLimit, Transformer, TransformerConfig};
+use tf_model::{Transformer, TransformerConfig};
 use tf_train::ModelDir;
 use tf_train::data::corpus::{read_lines, split_path};
 use tf_train::eval::bleu::corpus_bleu;
@@ -130,7 +130,8 @@ pub struct Ctranslate2Comparison {
     pub threads: usize,
     /// Sentences decoded in every case.
     pub sentences: usize,
-    /// Greedy (batch 64) outputs equal token for token between the two programs.
+    /// Greedy outputs (batch 1, where both limit each sentence's length alike) equal token for
+    /// token between the two programs.
     pub identical_greedy: usize,
     /// Every case.
     pub cases: Vec<CaseResult>,
@@ -212,16 +213,19 @@ pub fn compare(
             })
         })
         .collect::<tf_train::Result<_>>()?;
-    // One length limit for CTranslate2 (it takes one per call): ours for the longest source.
-    let longest = sources.iter().map(Vec::len).max().unwrap_or(0);
-    let max_decoding_length = OutputLimit::default().clamped(longest, model.max_len());
+    // Each source's own length limit, as `translate_ids` applies it.
+    let limit = TranslateOptions::greedy().max_output;
+    let max_decoding_lengths: Vec<usize> = sources
+        .iter()
+        .map(|s| limit.clamped(s.len(), model.max_len()))
+        .collect();
     let cases: Vec<_> = CASES
         .iter()
         .map(|c| json!({"name": c.name, "beam": c.beam, "batch": c.batch, "compute_type": c.compute_type}))
         .collect();
     let job = json!({
         "sources": sources,
-        "max_decoding_length": max_decoding_length,
+        "max_decoding_lengths": max_decoding_lengths,
         "cases": cases,
         "repeats": options.repeats,
     });
@@ -292,7 +296,7 @@ pub fn compare(
             seconds.sort_by(f64::total_cmp);
             let seconds = seconds[seconds.len() / 2];
             let target_tokens = outputs.iter().map(Vec::len).sum();
-            if case.name == "greedy_batch64" {
+            if case.name == "greedy_batch1" {
                 identical_greedy = outputs
                     .iter()
                     .zip(&their.outputs)
@@ -349,7 +353,7 @@ pub fn compare(
         .and_then(|r| r.ours.as_ref().map(|o| r.ctranslate2.seconds / o.seconds))
         .unwrap_or(f64::NAN);
     Ok(Ok(Ctranslate2Comparison {
-        model: options.model.display().to_string(),
+        model: shown(&options.model),
         version: theirs.ctranslate2,
         threads: options.threads,
         sentences: sources.len(),
@@ -359,6 +363,16 @@ pub fn compare(
         ratio_int8: ratio("int8_beam5_batch64"),
         cases: results,
     }))
+}
+
+/// `path` as the report shows it: relative to the repository when inside it.
+fn shown(path: &Path) -> String {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+    repository
+        .and_then(|root| path.strip_prefix(root).ok())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 impl Ctranslate2Comparison {
@@ -373,7 +387,7 @@ impl Ctranslate2Comparison {
         );
         let _ = writeln!(
             md,
-            "The first {} sentences of test_2016_flickr, tokenized once and decoded by `tf translate`'s decoding (`translate_ids`) and by `ctranslate2.Translator.translate_batch` on the same weights, {} threads each. Greedy outputs equal token for token: {} of {}. Beam search ranks by GNMT's `((5 + len) / 6)^α` here (the model's α) and by `len^1` there (CTranslate2's default), so beam outputs and their token counts differ a little; tokens/s counts each program's own outputs (EOS not counted). Command: `{command}`.\n",
+            "{} sentences of test_2016_flickr (from its start), tokenized once and decoded by `tf translate`'s decoding (`translate_ids`) and by `ctranslate2.Translator.translate_batch` on the same weights, {} threads each. Each sentence's output is limited to `1.5 · source + 10` tokens on both sides (CTranslate2 takes one limit per call: at batch 64 the group's longest). Greedy outputs at batch 1 equal token for token: {} of {}. Beam search ranks by GNMT's `((5 + len) / 6)^α` here (the model's α) and by `len^1` there (CTranslate2's default), so beam outputs and their token counts differ a little; tokens/s counts each program's own outputs (EOS not counted). Command: `{command}`.\n",
             self.sentences, self.threads, self.identical_greedy, self.sentences
         );
         let _ = writeln!(

@@ -191,11 +191,11 @@ fn main() -> Result<()> {
             sentences,
             repeats,
         } => {
-            let options = ctranslate2_options(model, data, sentences, repeats);
             let command = format!(
                 "cargo xtask ctranslate2 --model {} --sentences {sentences} --repeats {repeats}",
-                options.model.display()
+                model.display()
             );
+            let options = ctranslate2_options(model, data, sentences, repeats);
             println!("{command}");
             let comparison = ctranslate2::compare(&options, &Backend::Flex.device())?
                 .map_err(|why| anyhow::anyhow!("CTranslate2 not measured: {why}"))?;
