@@ -2,11 +2,11 @@
 //! on the key/value cache, the live beams of all sentences in one batch; finished hypotheses are ranked
 //! by log-probability over GNMT's length penalty `((5 + len) / 6)^α` (Wu et al., 2016).
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::cache::DecodeContext;
 use crate::greedy::DecodeError;
+use crate::next_token::{Candidate, best_next_tokens};
 use crate::output_limit::OutputLimit;
 use crate::transformer::Transformer;
 
@@ -76,41 +76,22 @@ struct Searching {
 /// One extension of a beam: its log-probability, the beam's index and the token.
 type Extension = (f64, usize, usize);
 
-/// The `n` best extensions of `beams` (ties: lower beam, then lower token), best first.
-///
-/// # Shapes
-/// - `log_probs`: `[beams.len(), vocab]` flattened, row `j` the next-token log-probabilities of
-///   beam `j`
-fn best_extensions(beams: &[Live], log_probs: &[f32], vocab: usize, n: usize) -> Vec<Extension> {
-    // The sentence's n best lie among each beam's n best tokens.
-    let mut candidates: Vec<Extension> = Vec::with_capacity(beams.len() * n);
-    for (j, (beam, row)) in beams.iter().zip(log_probs.chunks_exact(vocab)).enumerate() {
-        candidates.extend(
-            best_tokens(row, n)
-                .into_iter()
-                .map(|(lp, t)| (beam.log_prob + lp as f64, j, t)),
-        );
-    }
+/// The `n` best extensions of `beams` (ties: lower beam, then lower token), best first, from
+/// each beam's best next tokens (`n` of them, since the sentence's `n` best lie among those).
+fn best_extensions(beams: &[Live], next: &[Vec<Candidate>], n: usize) -> Vec<Extension> {
+    let mut candidates: Vec<Extension> = beams
+        .iter()
+        .zip(next)
+        .enumerate()
+        .flat_map(|(j, (beam, tokens))| {
+            tokens
+                .iter()
+                .map(move |&(lp, t)| (beam.log_prob + lp as f64, j, t))
+        })
+        .collect();
     candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     candidates.truncate(n);
     candidates
-}
-
-/// The `n` largest values of `row` with their indices, largest first (ties: lower index). One
-/// pass; most values fail the comparison with the n-th best so far.
-fn best_tokens(row: &[f32], n: usize) -> Vec<(f32, usize)> {
-    let mut best: Vec<(f32, usize)> = Vec::with_capacity(n + 1);
-    for (t, &v) in row.iter().enumerate() {
-        // Not above the n-th best (a NaN is never above): skipped.
-        if best.len() == n && v.partial_cmp(&best[n - 1].0) != Some(std::cmp::Ordering::Greater) {
-            continue;
-        }
-        // After the last entry not below v: equal values keep their index order.
-        let at = best.partition_point(|&(b, _)| b >= v);
-        best.insert(at, (v, t));
-        best.truncate(n);
-    }
-    best
 }
 
 impl Transformer {
@@ -187,10 +168,7 @@ impl Transformer {
             let input = Tensor::<2, Int>::from_data(TensorData::new(last, [rows, 1]), &device);
             let logits = self.decode(input, DecodeContext::Cached(&mut cache), None); // [rows, 1, vocab]
             let vocab = logits.dims()[2];
-            let log_probs = log_softmax(logits.reshape([rows, vocab]), 1)
-                .into_data()
-                .try_to_vec::<f32>()
-                .expect("float log-probabilities");
+            let next = best_next_tokens(logits.reshape([rows, vocab]), 2 * k);
 
             // Each row of the next step names the row it continues.
             let mut parents: Vec<i64> = Vec::with_capacity(rows * k);
@@ -198,12 +176,12 @@ impl Transformer {
             let mut still = Vec::with_capacity(searching.len());
             for mut s in searching {
                 let n = s.beams.len();
-                let rows_of = &log_probs[first_row * vocab..(first_row + n) * vocab];
+                let rows_of = &next[first_row..first_row + n];
                 let at_limit = step + 1 >= s.max_tokens;
                 let done = &mut finished[s.sentence];
                 let first_parent = parents.len();
                 let mut next: Vec<Live> = Vec::with_capacity(k);
-                for (rank, (log_prob, j, token)) in best_extensions(&s.beams, rows_of, vocab, 2 * k)
+                for (rank, (log_prob, j, token)) in best_extensions(&s.beams, rows_of, 2 * k)
                     .into_iter()
                     .enumerate()
                 {
@@ -271,6 +249,7 @@ mod tests {
     use crate::config::TransformerConfig;
     use crate::greedy::GreedyOptions;
     use burn::tensor::Device;
+    use burn::tensor::activation::log_softmax;
 
     fn model(seed: u64, device: &Device) -> Transformer {
         device.seed(seed);
@@ -306,14 +285,6 @@ mod tests {
     }
 
     #[test]
-    fn best_tokens_are_the_largest_with_ties_by_lower_index() {
-        let row = [0.1, 0.5, 0.5, -1.0, 0.7, 0.5];
-        assert_eq!(best_tokens(&row, 3), vec![(0.7, 4), (0.5, 1), (0.5, 2)]);
-        assert_eq!(best_tokens(&row, 1), vec![(0.7, 4)]);
-        assert_eq!(best_tokens(&row[..2], 4), vec![(0.5, 1), (0.1, 0)]);
-    }
-
-    #[test]
     fn best_extensions_rank_prefix_plus_token_log_probability_across_beams() {
         let beams = [
             Live {
@@ -327,9 +298,9 @@ mod tests {
         ];
         // Beam 0's best token totals -1.25; beam 1's two best total -1.0 and -1.25 (the tie
         // goes to the lower beam).
-        let log_probs = [-0.25, -3.0, -2.0, -0.5, -0.75, -5.0];
+        let next = [vec![(-0.25, 0), (-2.0, 2)], vec![(-0.5, 0), (-0.75, 1)]];
         assert_eq!(
-            best_extensions(&beams, &log_probs, 3, 3),
+            best_extensions(&beams, &next, 3),
             vec![(-1.0, 1, 0), (-1.25, 0, 0), (-1.25, 1, 1)]
         );
     }
