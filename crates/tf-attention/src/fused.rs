@@ -79,6 +79,17 @@ pub fn applies(device: &Device, dtype: DType) -> bool {
         )
 }
 
+/// Work (multiply-adds, or elements touched) below which a fused operation runs on the calling
+/// thread. Handing work to rayon's pool wakes a worker and parks the caller, tens of
+/// microseconds: more than a decoding step's small operations take (one sentence, one new
+/// position), which would then spend their time switching threads.
+pub const SERIAL_WORK: usize = 1 << 15;
+
+/// Whether `work` (in the units of [`SERIAL_WORK`]) is worth rayon's pool.
+pub fn worth_threads(work: usize) -> bool {
+    work >= SERIAL_WORK
+}
+
 /// A contiguous f32 Flex tensor of `shape` owning `data` (no copy): how the fused kernels hand
 /// back what they computed.
 pub fn f32_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {

@@ -258,8 +258,12 @@ fn forward(
         bias.as_ref().map(|b| b.storage::<f32>()),
     );
     if relu {
-        out.par_chunks_mut(CHUNK)
-            .for_each(|chunk| chunk.iter_mut().for_each(|y| *y = y.max(0.0)));
+        let clamp = |chunk: &mut [f32]| chunk.iter_mut().for_each(|y| *y = y.max(0.0));
+        if fused::worth_threads(out.len()) {
+            out.par_chunks_mut(CHUNK).for_each(clamp);
+        } else {
+            clamp(&mut out);
+        }
     }
     let d_out = weight.layout().shape().dims::<2>()[1];
     let mut out_dims = x_shape.to_vec();

@@ -463,14 +463,23 @@ fn forward(
     let mut out = Merged::zeros([batch, heads, q_len, d_v]);
     let writer = out.writer();
     let mut log_sum_exp = vec![0.0f32; batch * heads * q_len];
-    log_sum_exp
-        .par_chunks_mut(q_len.max(1))
-        .enumerate()
-        .for_each_init(Vec::new, |buffer, (pair, lse)| {
-            let pair = (pair / heads, pair % heads);
-            let inputs = (&query, &key, &value);
-            forward_pair(inputs, &blocked, pair, scale, writer, lse, buffer);
-        });
+    let task = |buffer: &mut Vec<f32>, (pair, lse): (usize, &mut [f32])| {
+        let pair = (pair / heads, pair % heads);
+        let inputs = (&query, &key, &value);
+        forward_pair(inputs, &blocked, pair, scale, writer, lse, buffer);
+    };
+    let rows = q_len.max(1);
+    if fused::worth_threads(batch * heads * q_len * k_len * (d_k + d_v)) {
+        log_sum_exp
+            .par_chunks_mut(rows)
+            .enumerate()
+            .for_each_init(Vec::new, task);
+    } else {
+        let mut buffer = Vec::new();
+        for pair in log_sum_exp.chunks_mut(rows).enumerate() {
+            task(&mut buffer, pair);
+        }
+    }
     let saved = Saved {
         query,
         key,

@@ -104,23 +104,28 @@ fn forward(
     let (gamma, beta) = (values(gamma), values(beta));
     let input = x.storage::<f32>();
     let mut out = vec![0.0f32; input.len()];
-    let stats: Vec<(f32, f32)> = out
-        .par_chunks_mut(ROWS_PER_TASK * d)
-        .zip(input.par_chunks(ROWS_PER_TASK * d))
-        .flat_map_iter(|(out, input)| {
-            let mut stats = Vec::with_capacity(out.len() / d);
-            for (y, row) in out.chunks_mut(d).zip(input.chunks(d)) {
-                let mean = row.iter().sum::<f32>() / d as f32;
-                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-                let rstd = 1.0 / (var + epsilon).sqrt();
-                for (((y, &v), &g), &b) in y.iter_mut().zip(row).zip(&gamma).zip(&beta) {
-                    *y = (v - mean) * rstd * g + b;
-                }
-                stats.push((mean, rstd));
+    let normalize = |(out, input): (&mut [f32], &[f32])| {
+        let mut stats = Vec::with_capacity(out.len() / d);
+        for (y, row) in out.chunks_mut(d).zip(input.chunks(d)) {
+            let mean = row.iter().sum::<f32>() / d as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let rstd = 1.0 / (var + epsilon).sqrt();
+            for (((y, &v), &g), &b) in y.iter_mut().zip(row).zip(&gamma).zip(&beta) {
+                *y = (v - mean) * rstd * g + b;
             }
-            stats
-        })
-        .collect();
+            stats.push((mean, rstd));
+        }
+        stats
+    };
+    // One task's rows (a decoding step's, say) on this thread.
+    let stats: Vec<(f32, f32)> = if input.len() <= ROWS_PER_TASK * d {
+        normalize((&mut out, input))
+    } else {
+        out.par_chunks_mut(ROWS_PER_TASK * d)
+            .zip(input.par_chunks(ROWS_PER_TASK * d))
+            .flat_map_iter(normalize)
+            .collect()
+    };
     let saved = Saved { x, gamma, stats };
     (fused::f32_tensor(out, shape), saved)
 }

@@ -3,12 +3,12 @@
 //!
 //! A search needs only the `n` best tokens of each row and their `log p = logit − log Σ exp`,
 //! never the `[rows, vocab]` log-softmax itself. So the logits are read back once, and each row
-//! (a task on rayon's pool) is scanned twice: once for its `n` best logits (the first is the
+//! (a task on rayon's pool, unless the step is small) is scanned twice: once for its `n` best logits (the first is the
 //! row's maximum), once for `Σ exp(logit − max)` with an `exp` that vectorises.
 
 use burn::tensor::Tensor;
 use rayon::prelude::*;
-use tf_attention::fused::exp;
+use tf_attention::fused::{self, exp};
 
 /// A token's log-probability and its id.
 pub type Candidate = (f32, usize);
@@ -28,10 +28,17 @@ pub fn best_next_tokens(logits: Tensor<2>, n: usize) -> Vec<Vec<Candidate>> {
     if vocab == 0 {
         return vec![Vec::new(); logits.len()];
     }
-    logits
-        .par_chunks_exact(vocab)
-        .map(|row| row_candidates(row, n))
-        .collect()
+    if fused::worth_threads(logits.len()) {
+        logits
+            .par_chunks_exact(vocab)
+            .map(|row| row_candidates(row, n))
+            .collect()
+    } else {
+        logits
+            .chunks_exact(vocab)
+            .map(|row| row_candidates(row, n))
+            .collect()
+    }
 }
 
 /// [`best_next_tokens`] of one row of logits.
