@@ -117,14 +117,13 @@ fn forward(
         }
         stats
     };
-    // One task's rows (a decoding step's, say) on this thread.
-    let stats: Vec<(f32, f32)> = if input.len() <= ROWS_PER_TASK * d {
-        normalize((&mut out, input))
-    } else {
+    let stats: Vec<(f32, f32)> = if fused::worth_threads(input.len()) {
         out.par_chunks_mut(ROWS_PER_TASK * d)
             .zip(input.par_chunks(ROWS_PER_TASK * d))
             .flat_map_iter(normalize)
             .collect()
+    } else {
+        normalize((&mut out, input))
     };
     let saved = Saved { x, gamma, stats };
     (fused::f32_tensor(out, shape), saved)

@@ -1,6 +1,6 @@
 //! Beam search: the `beam_size` most probable prefixes of every sentence, extended step by step
-//! on the key/value cache, the live beams of all sentences in one batch; finished hypotheses are ranked
-//! by log-probability over GNMT's length penalty `((5 + len) / 6)^α` (Wu et al., 2016).
+//! on the key/value cache, the live beams of all sentences in one batch; finished hypotheses are
+//! ranked by log-probability over GNMT's length penalty `((5 + len) / 6)^α` (Wu et al., 2016).
 
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 

@@ -3,8 +3,9 @@
 //!
 //! A search needs only the `n` best tokens of each row and their `log p = logit − log Σ exp`,
 //! never the `[rows, vocab]` log-softmax itself. So the logits are read back once, and each row
-//! (a task on rayon's pool, unless the step is small) is scanned twice: once for its `n` best logits (the first is the
-//! row's maximum), once for `Σ exp(logit − max)` with an `exp` that vectorises.
+//! (a task on rayon's pool, unless the step is small) is scanned twice: once for its `n` best
+//! logits (the first is the row's maximum), once for `Σ exp(logit − max)` with an `exp` that
+//! vectorises.
 
 use burn::tensor::Tensor;
 use rayon::prelude::*;
@@ -20,14 +21,14 @@ pub type Candidate = (f32, usize);
 /// - `logits`: `[rows, vocab]`
 /// - returns `rows` lists of at most `n` candidates
 pub fn best_next_tokens(logits: Tensor<2>, n: usize) -> Vec<Vec<Candidate>> {
-    let [_, vocab] = logits.dims();
+    let [rows, vocab] = logits.dims();
+    if vocab == 0 {
+        return vec![Vec::new(); rows];
+    }
     let logits = logits
         .into_data()
         .try_into_vec::<f32>()
         .expect("float logits");
-    if vocab == 0 {
-        return vec![Vec::new(); logits.len()];
-    }
     if fused::worth_threads(logits.len()) {
         logits
             .par_chunks_exact(vocab)
@@ -80,7 +81,7 @@ fn sums_below(row: &[f32], max: f32) -> (f32, f32) {
 
 /// The `n` largest values of `row` with their indices, largest first (ties: lower index). One
 /// pass; most values fail the comparison with the n-th best so far.
-pub(crate) fn best_tokens(row: &[f32], n: usize) -> Vec<Candidate> {
+fn best_tokens(row: &[f32], n: usize) -> Vec<Candidate> {
     let mut best: Vec<Candidate> = Vec::with_capacity(n + 1);
     if n == 0 {
         return best;
