@@ -74,6 +74,9 @@ def build_spec(config, w):
         raise SystemExit("a model with pruned heads has no CTranslate2 layout (heads per layer differ)")
     if layer["activation"] not in ACTIVATIONS:
         raise SystemExit(f"activation {layer['activation']} has no CTranslate2 equivalent")
+    positional = config.get("positional_encoding", "Sinusoidal")
+    if positional == "Rotary":
+        raise SystemExit("CTranslate2's TransformerSpec has no rotary encoder-decoder self-attention")
     pre_norm = layer["norm_position"] == "Pre"
     final_norm = config["final_norm"] == "Always" or (config["final_norm"] == "Auto" and pre_norm)
     if final_norm != pre_norm:
@@ -104,6 +107,8 @@ def build_spec(config, w):
     tgt_embedding = src_embedding if sharing == "All" else w["tgt_embedding.embedding.weight"]
     if "positional.table.Learned.weight" in w:
         table = w["positional.table.Learned.weight"]
+    elif positional == "None":
+        table = np.zeros((config["max_len"], d), dtype=np.float32)
     else:
         table = sinusoid_table(config["max_len"], d)
     for stack, embedding in ((spec.encoder, src_embedding), (spec.decoder, tgt_embedding)):

@@ -4,20 +4,32 @@
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, DeviceKind, Int, Tensor};
-use tf_layers::TransformerLayerConfig;
+use tf_layers::{PositionalEncodingKind, TransformerLayerConfig};
 use tf_model::{GreedyOptions, TransformerConfig};
 use tf_tests::max_abs_diff;
 
-fn config() -> TransformerConfig {
-    TransformerConfig::tiny(17, 17).with_layer(
-        TransformerLayerConfig::tiny()
-            .with_n_heads(4)
-            .with_d_model(32),
-    )
+fn config(positional: PositionalEncodingKind) -> TransformerConfig {
+    TransformerConfig::tiny(17, 17)
+        .with_layer(
+            TransformerLayerConfig::tiny()
+                .with_n_heads(4)
+                .with_d_model(32),
+        )
+        .with_positional_encoding(positional)
 }
 
 #[test]
 fn ndarray_flex_and_wgpu_agree_within_1e4() {
+    agree_within_1e4(PositionalEncodingKind::Sinusoidal);
+}
+
+#[test]
+fn rotary_positions_agree_within_1e4() {
+    agree_within_1e4(PositionalEncodingKind::Rotary);
+}
+
+fn agree_within_1e4(positional: PositionalEncodingKind) {
+    let config = || config(positional);
     let reference_device = Device::flex();
     reference_device.seed(3);
     let reference = config().init(&reference_device);

@@ -1,7 +1,8 @@
 //! # tf-attention
 //!
 //! The attention of "Attention Is All You Need" (Vaswani et al., 2017) for [burn]: scaled
-//! dot-product attention (§3.2.1), attention masks, and multi-head attention (§3.2.2).
+//! dot-product attention (§3.2.1), attention masks, multi-head attention (§3.2.2), and rotary
+//! position embedding of its queries and keys (Su et al., 2021).
 //!
 //! It stands alone: any burn model can use [`MultiHeadAttention`] without the rest of this
 //! workspace. Tensors are backend-agnostic; the [`Device`](burn::tensor::Device) the module is
@@ -31,6 +32,7 @@ pub mod fused_linear;
 pub mod fused_sdpa;
 pub mod mask;
 pub mod mha;
+pub mod rotary;
 pub mod sdpa;
 
 pub use compare::max_abs_diff;
@@ -40,4 +42,5 @@ pub use mha::{
     AttentionOutput, KeyValue, MultiHeadAttention, MultiHeadAttentionConfig, SelfAttentionCache,
     Weights,
 };
+pub use rotary::{RotaryEncoding, RotaryEncodingConfig};
 pub use sdpa::{attention_weights, fused_attention, masked_softmax, scaled_dot_product_attention};

@@ -15,6 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::error::{ConfigError, check_nonzero, check_probability};
 use crate::fused_linear::{self, Activation};
 use crate::mask::AttentionMask;
+use crate::rotary::{RotaryEncoding, RotaryEncodingConfig};
 use crate::sdpa::{attention_weights, fused_attention};
 
 /// Configuration of [`MultiHeadAttention`].
@@ -36,6 +37,13 @@ pub struct MultiHeadAttentionConfig {
     /// Biases on the four projections. Default: true.
     #[config(default = true)]
     pub bias: bool,
+    /// Rotary position embedding ([`rotary`](crate::rotary)) of the queries and keys in
+    /// [`self_attention`](MultiHeadAttention::self_attention), covering this many positions.
+    /// Default: none (positions, if any, were added to the embeddings). Cross-attention and
+    /// [`forward`](MultiHeadAttention::forward) never rotate: their queries and keys come from
+    /// different sequences, whose relative position means nothing.
+    #[config(default = "None")]
+    pub rotary_max_len: Option<usize>,
 }
 
 impl MultiHeadAttentionConfig {
@@ -55,7 +63,22 @@ impl MultiHeadAttentionConfig {
                 ),
             ));
         }
-        check_probability(NAME, "attention_dropout", self.attention_dropout)
+        check_probability(NAME, "attention_dropout", self.attention_dropout)?;
+        match self.rotary() {
+            Some(rotary) => rotary.validate(),
+            None => Ok(()),
+        }
+    }
+
+    /// Width of one head, `d_k`.
+    pub fn head_width(&self) -> usize {
+        self.head_width.unwrap_or(self.d_model / self.n_heads)
+    }
+
+    /// The rotary encoding's config, when the self-attention rotates.
+    pub fn rotary(&self) -> Option<RotaryEncodingConfig> {
+        self.rotary_max_len
+            .map(|max_len| RotaryEncodingConfig::new(self.head_width(), max_len))
     }
 
     /// Builds the module, or says why the config cannot.
@@ -64,7 +87,7 @@ impl MultiHeadAttentionConfig {
         device: &burn::tensor::Device,
     ) -> Result<MultiHeadAttention, ConfigError> {
         self.validate()?;
-        let d_k = self.head_width.unwrap_or(self.d_model / self.n_heads);
+        let d_k = self.head_width();
         let width = self.n_heads * d_k;
         // Glorot-uniform projections, as PyTorch's nn.MultiheadAttention initialises them.
         let projection = |d_input, d_output| {
@@ -77,6 +100,7 @@ impl MultiHeadAttentionConfig {
             in_proj: projection(self.d_model, 3 * width),
             out_proj: projection(width, self.d_model),
             attention_dropout: DropoutConfig::new(self.attention_dropout).init(),
+            rotary: self.rotary().map(|rotary| rotary.init(device)),
             n_heads: self.n_heads,
             d_k,
         })
@@ -100,6 +124,9 @@ pub struct MultiHeadAttention {
     pub out_proj: Linear,
     /// Dropout on the attention weights (off by default).
     pub attention_dropout: Dropout,
+    /// Rotates the queries and keys of self-attention by their positions (RoPE); none by
+    /// default.
+    pub rotary: Option<RotaryEncoding>,
     /// Number of heads `h`.
     pub n_heads: usize,
     /// Width of one head, `d_k = d_v` (`d_model / h` unless heads were pruned).
@@ -260,6 +287,7 @@ impl MultiHeadAttention {
             in_proj: select(&self.in_proj, 1, qkv, true), // [d_model, 3·kept·d_k]
             out_proj: select(&self.out_proj, 0, rows, false), // [kept·d_k, d_model]
             attention_dropout: self.attention_dropout.clone(),
+            rotary: self.rotary.clone(),
             n_heads: keep.len(),
             d_k: self.d_k,
         }
@@ -302,7 +330,8 @@ impl MultiHeadAttention {
     /// With `cache`, `x` holds only the new positions; their keys and values are appended to the
     /// cache and the queries attend to everything cached. A causal `mask` is bottom-right
     /// aligned, so it blocks the right keys in both forms. A `key_padding` mask must then cover
-    /// all `cache.len() + seq_len` keys.
+    /// all `cache.len() + seq_len` keys. With a rotary encoding, the new queries and keys are
+    /// rotated by their positions `cache.len() ..` before the keys are cached.
     ///
     /// Weights are returned with [`Weights::Return`]; otherwise, unless attention dropout is
     /// active, burn's fused kernel computes the context.
@@ -320,6 +349,13 @@ impl MultiHeadAttention {
         // 1. Q, K and V in one matmul, then split into heads.
         let [query, key, value] =
             self.split_heads(fused_linear::apply(&self.in_proj, x, Activation::Identity)); // x: [batch, seq_len, 3·d_model]
+        let (query, key) = match &self.rotary {
+            Some(rotary) => {
+                let offset = cache.as_ref().map_or(0, |cache| cache.len());
+                (rotary.apply(query, offset), rotary.apply(key, offset))
+            }
+            None => (query, key),
+        };
         let new = KeyValue { key, value };
         // 2. With a cache, attend to every position seen so far.
         let key_value = match cache {
@@ -780,5 +816,96 @@ mod tests {
             .collect();
         assert_eq!(cache.len(), 4);
         assert!(max_abs_diff(full, Tensor::cat(steps, 1)) <= 1e-5);
+    }
+
+    #[test]
+    fn rotary_self_attention_rotates_queries_and_keys_only() {
+        let device = Device::flex();
+        let mha = MultiHeadAttentionConfig::new(8, 2)
+            .with_rotary_max_len(Some(16))
+            .init(&device);
+        let x = random([2, 5, 8], &device);
+        let out = mha.self_attention(x.clone(), &AttentionMask::causal(), None, Weights::Return);
+
+        // By hand: project, split, rotate Q and K (not V), attend, merge, W^O.
+        let plain = MultiHeadAttention {
+            rotary: None,
+            ..mha.clone()
+        };
+        let rotary = mha.rotary.as_ref().unwrap();
+        let [q, k, v] = plain.split_heads(plain.in_proj.forward(x.clone()));
+        let (expected, weights) = scaled_dot_product_attention(
+            rotary.apply(q, 0),
+            rotary.apply(k, 0),
+            v,
+            AttentionMask::causal().to_tensor([2, 2, 5, 5], &device),
+        );
+        let expected = plain.out_proj.forward(plain.merge_heads(expected));
+        assert!(max_abs_diff(out.context.clone(), expected) <= 1e-5);
+        assert!(max_abs_diff(out.weights.unwrap(), weights) <= 1e-6);
+        // And the rotation changes the result.
+        let unrotated = plain.self_attention(x, &AttentionMask::causal(), None, Weights::Omit);
+        assert!(max_abs_diff(out.context, unrotated.context) > 1e-3);
+    }
+
+    #[test]
+    fn rotary_cached_steps_equal_the_full_causal_pass() {
+        let device = Device::flex();
+        let mha = MultiHeadAttentionConfig::new(8, 2)
+            .with_rotary_max_len(Some(8))
+            .init(&device);
+        let x = random([2, 5, 8], &device);
+        let full = mha
+            .self_attention(x.clone(), &AttentionMask::causal(), None, Weights::Omit)
+            .context;
+        let mut cache = SelfAttentionCache::default();
+        // Two positions, then one at a time: each step rotated from the cache's length.
+        let mut steps = vec![
+            mha.self_attention(
+                x.clone().narrow(1, 0, 2),
+                &AttentionMask::causal(),
+                Some(&mut cache),
+                Weights::Omit,
+            )
+            .context,
+        ];
+        for t in 2..5 {
+            steps.push(
+                mha.self_attention(
+                    x.clone().narrow(1, t, 1),
+                    &AttentionMask::causal(),
+                    Some(&mut cache),
+                    Weights::Omit,
+                )
+                .context,
+            );
+        }
+        assert!(max_abs_diff(full, Tensor::cat(steps, 1)) <= 1e-5);
+    }
+
+    #[test]
+    fn rotary_survives_pruning_and_cross_attention_does_not_rotate() {
+        let device = Device::flex();
+        let mha = MultiHeadAttentionConfig::new(12, 3)
+            .with_rotary_max_len(Some(8))
+            .init(&device);
+        assert!(mha.prune_heads(&[0, 2]).rotary.is_some());
+        let plain = MultiHeadAttention {
+            rotary: None,
+            ..mha.clone()
+        };
+        let (x, memory) = (random([1, 3, 12], &device), random([1, 4, 12], &device));
+        let cross = |m: &MultiHeadAttention| {
+            m.cross_attention(
+                x.clone(),
+                &m.project_key_value(memory.clone()),
+                &AttentionMask::none(),
+                Weights::Omit,
+            )
+            .context
+        };
+        assert_eq!(values(cross(&mha)), values(cross(&plain)));
+        let odd = MultiHeadAttentionConfig::new(6, 2).with_rotary_max_len(Some(8));
+        assert!(odd.validate().unwrap_err().to_string().contains("even"));
     }
 }

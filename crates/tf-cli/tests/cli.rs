@@ -757,6 +757,55 @@ fn train_translation(data: &Path, out: &Path, extra: &[&str]) -> Output {
 }
 
 #[test]
+fn rotary_pre_norm_separate_embeddings_train_and_translate() {
+    let root = std::env::temp_dir().join(format!("tf-cli-model-flags-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+    write_toy_corpus(&data);
+    let model = root.join("model");
+    let flags = [
+        "--positional",
+        "rope",
+        "--norm",
+        "pre",
+        "--embedding-sharing",
+        "separate",
+        "--alphas",
+        "1",
+    ];
+    let out = train_translation(&data, &model, &flags);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let saved = &config["model"];
+    assert_eq!(saved["positional_encoding"], "Rotary", "{config}");
+    assert_eq!(saved["layer"]["norm_position"], "Pre", "{config}");
+    assert_eq!(saved["embedding_sharing"], "Separate", "{config}");
+    let input = root.join("input.de");
+    std::fs::write(
+        &input,
+        "Ein Mann spielt im Schnee.\nZwei Hunde fährt Fahrrad.\n",
+    )
+    .unwrap();
+    let out = tf(&[
+        "translate",
+        "--model",
+        model_arg(&model),
+        "--input",
+        input.to_str().unwrap(),
+        "--beam",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+
+    let out = train_translation(&data, &root.join("bad"), &["--positional", "relative"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("rope"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn translation_trains_translates_line_by_line_and_draws_subword_attention() {
     let root = std::env::temp_dir().join(format!("tf-cli-translation-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);

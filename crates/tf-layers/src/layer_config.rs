@@ -39,6 +39,10 @@ pub struct TransformerLayerConfig {
     /// LayerNorm epsilon. Default: 1e-5.
     #[config(default = 1e-5)]
     pub layer_norm_eps: f64,
+    /// Rotary position embedding of the self-attentions' queries and keys (encoder and decoder;
+    /// never cross-attention), covering this many positions. Default: none.
+    #[config(default = "None")]
+    pub rotary_max_len: Option<usize>,
 }
 
 impl TransformerLayerConfig {
@@ -55,7 +59,7 @@ impl TransformerLayerConfig {
     /// Checks that the config builds working layers, naming the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const NAME: &str = "TransformerLayerConfig";
-        self.attention().validate()?;
+        self.self_attention().validate()?;
         self.feed_forward().validate()?;
         check_probability(NAME, "dropout", self.dropout)?;
         check_nonzero(NAME, "d_model", self.d_model)?;
@@ -71,7 +75,20 @@ impl TransformerLayerConfig {
         Ok(())
     }
 
-    /// The attention sublayers' config.
+    /// The self-attention sublayers' config: [`attention`](Self::attention), rotary if the
+    /// layer is.
+    pub fn self_attention(&self) -> MultiHeadAttentionConfig {
+        self.attention().with_rotary_max_len(self.rotary_max_len)
+    }
+
+    /// A self-attention sublayer's config with `n_heads` heads (see
+    /// [`attention_with_heads`](Self::attention_with_heads)).
+    pub fn self_attention_with_heads(&self, n_heads: usize) -> MultiHeadAttentionConfig {
+        self.attention_with_heads(n_heads)
+            .with_rotary_max_len(self.rotary_max_len)
+    }
+
+    /// The cross-attention sublayer's config (and the self-attention's, without rotation).
     pub fn attention(&self) -> MultiHeadAttentionConfig {
         MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
             .with_attention_dropout(self.attention_dropout)
@@ -114,7 +131,9 @@ impl TransformerLayerConfig {
     ) -> Result<EncoderLayer, ConfigError> {
         self.validate()?;
         Ok(EncoderLayer {
-            self_attn: self.attention_with_heads(self_heads).try_init(device)?,
+            self_attn: self
+                .self_attention_with_heads(self_heads)
+                .try_init(device)?,
             self_attn_residual: self.residual().init(device),
             ffn: self.feed_forward().init(device),
             ffn_residual: self.residual().init(device),
@@ -136,7 +155,9 @@ impl TransformerLayerConfig {
     ) -> Result<DecoderLayer, ConfigError> {
         self.validate()?;
         Ok(DecoderLayer {
-            self_attn: self.attention_with_heads(self_heads).try_init(device)?,
+            self_attn: self
+                .self_attention_with_heads(self_heads)
+                .try_init(device)?,
             self_attn_residual: self.residual().init(device),
             cross_attn: self.attention_with_heads(cross_heads).try_init(device)?,
             cross_attn_residual: self.residual().init(device),

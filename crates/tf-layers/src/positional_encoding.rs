@@ -1,5 +1,7 @@
 //! Position information added to the embeddings (§3.5): the paper's fixed sinusoids, or learned
-//! position embeddings (which the paper found to perform nearly identically, Table 3 row E).
+//! position embeddings (which the paper found to perform nearly identically, Table 3 row E). A
+//! model with rotary positions (or none) adds nothing here: its self-attentions rotate queries
+//! and keys instead ([`tf_attention::rotary`]).
 
 use burn::config::Config;
 use burn::module::Module;
@@ -28,6 +30,21 @@ pub enum PositionalEncodingKind {
     Sinusoidal,
     /// A learned embedding per position (Table 3, row E).
     Learned,
+    /// Rotary position embedding (Su et al., 2021): nothing added to the embeddings; every
+    /// self-attention rotates its queries and keys by their positions, so that scores depend
+    /// on relative positions. Cross-attention does not rotate (source and target positions are
+    /// not one axis), as T5 keeps its relative positions to self-attention (Raffel et al., 2020).
+    Rotary,
+    /// No position information at all: the encoder sees a bag of tokens, and only the decoder's
+    /// causal mask tells its positions apart.
+    None,
+}
+
+impl PositionalEncodingKind {
+    /// Whether the self-attentions rotate queries and keys.
+    pub fn is_rotary(self) -> bool {
+        self == Self::Rotary
+    }
 }
 
 /// Configuration of [`PositionalEncoding`].
@@ -38,7 +55,7 @@ pub struct PositionalEncodingConfig {
     /// Longest sequence the encoding covers. Default: 1024.
     #[config(default = 1024)]
     pub max_len: usize,
-    /// Sinusoidal (paper) or learned. Default: sinusoidal.
+    /// Sinusoidal (paper), learned, or nothing added (rotary, none). Default: sinusoidal.
     #[config(default = "PositionalEncodingKind::Sinusoidal")]
     pub kind: PositionalEncodingKind,
 }
@@ -54,20 +71,21 @@ impl PositionalEncodingConfig {
     pub fn try_init(&self, device: &Device) -> Result<PositionalEncoding, ConfigError> {
         self.validate()?;
         let table = match self.kind {
+            PositionalEncodingKind::Rotary | PositionalEncodingKind::None => None,
             PositionalEncodingKind::Sinusoidal => {
                 let values: Vec<f32> = (0..self.max_len)
                     .flat_map(|pos| {
                         (0..self.d_model).map(move |dim| sinusoid(pos, dim, self.d_model) as f32)
                     })
                     .collect();
-                PositionTable::Sinusoidal(Tensor::from_data(
+                Some(PositionTable::Sinusoidal(Tensor::from_data(
                     TensorData::new(values, [self.max_len, self.d_model]),
                     device,
-                ))
+                )))
             }
-            PositionalEncodingKind::Learned => PositionTable::Learned(
+            PositionalEncodingKind::Learned => Some(PositionTable::Learned(
                 EmbeddingConfig::new(self.max_len, self.d_model).init(device),
-            ),
+            )),
         };
         Ok(PositionalEncoding {
             table,
@@ -96,8 +114,8 @@ pub enum PositionTable {
 /// Adds position information to a sequence of embeddings.
 #[derive(Module, Debug)]
 pub struct PositionalEncoding {
-    /// The vectors added per position.
-    pub table: PositionTable,
+    /// The vectors added per position; none with rotary positions or none.
+    pub table: Option<PositionTable>,
     /// Longest sequence covered.
     pub max_len: usize,
 }
@@ -122,8 +140,9 @@ impl PositionalEncoding {
             self.max_len
         );
         let positions = match &self.table {
-            PositionTable::Sinusoidal(table) => table.clone().narrow(0, offset, seq_len),
-            PositionTable::Learned(embedding) => {
+            None => return x,
+            Some(PositionTable::Sinusoidal(table)) => table.clone().narrow(0, offset, seq_len),
+            Some(PositionTable::Learned(embedding)) => {
                 let ids =
                     Tensor::<1, Int>::arange(offset as i64..(offset + seq_len) as i64, &x.device());
                 embedding
@@ -202,5 +221,23 @@ mod tests {
             .with_max_len(8)
             .init(&device);
         pe.forward(Tensor::zeros([1, 3, 4], &device), 6);
+    }
+
+    #[test]
+    fn rotary_and_no_positions_add_nothing_but_keep_the_bound() {
+        let device = Device::flex();
+        for kind in [PositionalEncodingKind::Rotary, PositionalEncodingKind::None] {
+            let pe = PositionalEncodingConfig::new(4)
+                .with_max_len(8)
+                .with_kind(kind)
+                .init(&device);
+            assert!(pe.table.is_none());
+            assert_eq!(pe.num_params(), 0);
+            let x = Tensor::<3>::random([2, 3, 4], burn::tensor::Distribution::Default, &device);
+            let out = pe.forward(x.clone(), 5);
+            assert_eq!(out.into_data(), x.into_data());
+        }
+        assert!(PositionalEncodingKind::Rotary.is_rotary());
+        assert!(!PositionalEncodingKind::Learned.is_rotary());
     }
 }

@@ -68,7 +68,8 @@ pub struct TransformerConfig {
     /// Final LayerNorm on each stack. Default: only with pre-norm.
     #[config(default = "FinalNorm::Auto")]
     pub final_norm: FinalNorm,
-    /// Sinusoidal (paper) or learned positions. Default: sinusoidal.
+    /// Sinusoidal (paper), learned, rotary (in the self-attentions) or no positions. Default:
+    /// sinusoidal.
     #[config(default = "PositionalEncodingKind::Sinusoidal")]
     pub positional_encoding: PositionalEncodingKind,
     /// Longest source or target sequence, in tokens. Default: 1024.
@@ -129,6 +130,15 @@ impl TransformerConfig {
         self.with_layer(layer)
     }
 
+    /// The layer the stacks are built from: [`layer`](Self::layer), with its self-attentions
+    /// rotating queries and keys over `max_len` positions when the positions are rotary.
+    pub fn stack_layer(&self) -> TransformerLayerConfig {
+        let rotary = self.positional_encoding.is_rotary().then_some(self.max_len);
+        let layer = self.layer.clone();
+        let rotary_max_len = rotary.or(layer.rotary_max_len);
+        layer.with_rotary_max_len(rotary_max_len)
+    }
+
     /// The positional encoding's configuration.
     pub fn positional(&self) -> PositionalEncodingConfig {
         PositionalEncodingConfig::new(self.layer.d_model)
@@ -177,7 +187,7 @@ impl TransformerConfig {
                 ),
             ));
         }
-        self.layer.validate()?;
+        self.stack_layer().validate()?;
         if let Some(counts) = &self.head_counts {
             for (what, counts, layers) in [
                 ("encoder_self", &counts.encoder_self, self.n_encoder_layers),

@@ -253,7 +253,7 @@ mod tests {
     use crate::config::TransformerConfig;
     use burn::tensor::Device;
     use tf_attention::max_abs_diff;
-    use tf_layers::{NormPosition, TransformerLayerConfig};
+    use tf_layers::{NormPosition, PositionalEncodingKind, TransformerLayerConfig};
 
     fn tiny(position: NormPosition) -> TransformerConfig {
         TransformerConfig::tiny(11, 11)
@@ -263,9 +263,16 @@ mod tests {
     #[test]
     fn cached_decoding_gives_the_tokens_and_logits_of_full_recomputation() {
         let device = Device::flex();
-        for position in [NormPosition::Post, NormPosition::Pre] {
+        for (position, positional) in [
+            (NormPosition::Post, PositionalEncodingKind::Sinusoidal),
+            (NormPosition::Pre, PositionalEncodingKind::Sinusoidal),
+            (NormPosition::Post, PositionalEncodingKind::Rotary),
+            (NormPosition::Pre, PositionalEncodingKind::Rotary),
+        ] {
             device.seed(7);
-            let model = tiny(position).init(&device);
+            let model = tiny(position)
+                .with_positional_encoding(positional)
+                .init(&device);
             let src = Tensor::<2, Int>::from_ints([[3, 4, 5, 6], [7, 8, 0, 0]], &device);
             let pad = src.clone().equal_elem(0);
             let mut options = GreedyOptions::new(1, 2, 12);
@@ -276,7 +283,7 @@ mod tests {
             let full = model
                 .greedy_decode(src.clone(), Some(pad.clone()), &options)
                 .unwrap();
-            assert_eq!(cached, full, "{position:?}");
+            assert_eq!(cached, full, "{position:?}, {positional:?}");
 
             // Logits of a fixed prefix, step by step vs all at once.
             let tgt = Tensor::<2, Int>::from_ints([[1, 5, 9, 4], [1, 3, 3, 10]], &device);
@@ -294,7 +301,7 @@ mod tests {
                 .abs()
                 .max()
                 .into_scalar::<f32>();
-            assert!(diff <= 1e-5, "{position:?}: {diff}");
+            assert!(diff <= 1e-5, "{position:?}, {positional:?}: {diff}");
         }
     }
 

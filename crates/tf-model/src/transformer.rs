@@ -67,7 +67,7 @@ impl Transformer {
             EmbeddingSharing::TargetOutput => (Some(embedding(config.tgt_vocab)), None),
             EmbeddingSharing::All => (None, None),
         };
-        let layer = &config.layer;
+        let layer = &config.stack_layer();
         let (encoder_heads, decoder_heads, cross_heads) = config.heads_per_layer();
         Self {
             src_embedding: embedding(config.src_vocab),

@@ -7,8 +7,10 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args};
+use clap::{ArgMatches, Args, ValueEnum};
 use tf_inspect::curves::write_curves;
+use tf_layers::{NormPosition, PositionalEncodingKind};
+use tf_model::EmbeddingSharing;
 use tf_train::data::corpus::split_path;
 use tf_train::data::multi30k;
 use tf_train::data::translation::TranslationTask;
@@ -137,6 +139,54 @@ struct ModelArgs {
     /// [default: 0].
     #[arg(long)]
     attention_dropout: Option<f64>,
+    /// Position information: the paper's sinusoids added to the embeddings, learned position
+    /// embeddings, rotary (queries and keys of every self-attention rotated by their positions),
+    /// or none [default: sinusoidal].
+    #[arg(long, value_enum)]
+    positional: Option<PositionalChoice>,
+    /// LayerNorm after each residual sum (the paper's post-norm) or before each sublayer
+    /// [default: post].
+    #[arg(long, value_enum)]
+    norm: Option<NormChoice>,
+    /// Which embedding matrices are one: source, target and output (all), target and output,
+    /// or none [default: all].
+    #[arg(long, value_enum)]
+    embedding_sharing: Option<SharingChoice>,
+}
+
+/// `--positional`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PositionalChoice {
+    Sinusoidal,
+    Learned,
+    Rope,
+    None,
+}
+
+impl From<PositionalChoice> for PositionalEncodingKind {
+    fn from(choice: PositionalChoice) -> Self {
+        match choice {
+            PositionalChoice::Sinusoidal => Self::Sinusoidal,
+            PositionalChoice::Learned => Self::Learned,
+            PositionalChoice::Rope => Self::Rotary,
+            PositionalChoice::None => Self::None,
+        }
+    }
+}
+
+/// `--norm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum NormChoice {
+    Post,
+    Pre,
+}
+
+/// `--embedding-sharing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SharingChoice {
+    All,
+    TargetOutput,
+    Separate,
 }
 
 /// The peak learning rate: a value, or `None` for the paper's own.
@@ -287,6 +337,22 @@ impl TrainArgs {
         layer.d_ff = m.d_ff.unwrap_or(layer.d_ff);
         layer.dropout = m.dropout.unwrap_or(layer.dropout);
         layer.attention_dropout = m.attention_dropout.unwrap_or(layer.attention_dropout);
+        if let Some(norm) = m.norm {
+            layer.norm_position = match norm {
+                NormChoice::Post => NormPosition::Post,
+                NormChoice::Pre => NormPosition::Pre,
+            };
+        }
+        if let Some(positional) = m.positional {
+            preset.positional = positional.into();
+        }
+        if let Some(sharing) = m.embedding_sharing {
+            preset.embedding_sharing = match sharing {
+                SharingChoice::All => EmbeddingSharing::All,
+                SharingChoice::TargetOutput => EmbeddingSharing::TargetOutput,
+                SharingChoice::Separate => EmbeddingSharing::Separate,
+            };
+        }
         preset.layers = m.layers.unwrap_or(preset.layers);
         preset.decoder_layers = m.decoder_layers.or(preset.decoder_layers);
         preset.training = training.apply(preset.training);

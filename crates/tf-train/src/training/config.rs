@@ -2,6 +2,7 @@
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
+use tf_layers::PositionalEncodingKind;
 use tf_model::{EmbeddingSharing, TransformerConfig};
 
 use crate::data::task::Task;
@@ -310,7 +311,17 @@ pub fn estimated_parameters(config: &TransformerConfig) -> u128 {
             n(config.src_vocab + 2 * config.tgt_vocab) * d + n(config.tgt_vocab)
         }
     };
-    let positions = n(config.max_len) * d;
+    let positions = match config.positional_encoding {
+        PositionalEncodingKind::Sinusoidal | PositionalEncodingKind::Learned => {
+            n(config.max_len) * d
+        }
+        // A cosine and a sine table per self-attention, each `max_len × d_k`.
+        PositionalEncodingKind::Rotary => {
+            let d_k = d / n(config.layer.n_heads);
+            2 * n(config.max_len) * d_k * n(config.n_encoder_layers + config.n_decoder_layers)
+        }
+        PositionalEncodingKind::None => 0,
+    };
     let final_norms = if config.has_final_norm() { 2 * norm } else { 0 };
     encoder + decoder + embeddings + positions + final_norms
 }

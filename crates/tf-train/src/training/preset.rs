@@ -2,7 +2,7 @@
 //! overrides a user gives, and a checked [`RunConfig`] built from them before anything is
 //! written or learned.
 
-use tf_layers::TransformerLayerConfig;
+use tf_layers::{PositionalEncodingKind, TransformerLayerConfig};
 use tf_model::{EmbeddingSharing, OutputLimit, TransformerConfig};
 
 use crate::data::corpus::ParallelCorpus;
@@ -22,6 +22,11 @@ pub struct Preset {
     /// Decoder layers, when not as many as the encoder's (a deep encoder with a shallow decoder
     /// decodes faster).
     pub decoder_layers: Option<usize>,
+    /// Position information: sinusoids added to the embeddings (the paper's), learned,
+    /// rotary, or none.
+    pub positional: PositionalEncodingKind,
+    /// Which embedding matrices are one: all three by default (the vocabularies are joint).
+    pub embedding_sharing: EmbeddingSharing,
     /// The training recipe.
     pub training: TrainingConfig,
 }
@@ -43,6 +48,8 @@ impl Preset {
                 .with_d_ff(512),
             layers: 2,
             decoder_layers: None,
+            positional: PositionalEncodingKind::Sinusoidal,
+            embedding_sharing: EmbeddingSharing::All,
             training: TrainingConfig::default(),
         }
     }
@@ -61,6 +68,8 @@ impl Preset {
                 .with_dropout(TRANSLATION_DROPOUT),
             layers: 3,
             decoder_layers: None,
+            positional: PositionalEncodingKind::Sinusoidal,
+            embedding_sharing: EmbeddingSharing::All,
             training: TrainingConfig {
                 steps: usize::MAX,
                 epochs: Some(TRANSLATION_EPOCHS),
@@ -71,15 +80,16 @@ impl Preset {
         }
     }
 
-    /// The model for vocabularies of `vocab` tokens and `max_len` positions: one embedding
-    /// matrix for source, target and output (§3.4; the vocabularies are joint).
+    /// The model for vocabularies of `vocab` tokens and `max_len` positions (source and target
+    /// share the joint vocabulary; by default also one embedding matrix, §3.4).
     pub fn model(&self, vocab: usize, max_len: usize) -> TransformerConfig {
         TransformerConfig::new(vocab, vocab)
             .with_layer(self.layer.clone())
             .with_n_encoder_layers(self.layers)
             .with_n_decoder_layers(self.decoder_layers.unwrap_or(self.layers))
             .with_max_len(max_len)
-            .with_embedding_sharing(EmbeddingSharing::All)
+            .with_positional_encoding(self.positional)
+            .with_embedding_sharing(self.embedding_sharing)
     }
 
     /// A synthetic-task run: the model sized to the task (its longest target and EOS), checked.
