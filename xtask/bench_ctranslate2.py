@@ -70,6 +70,8 @@ def sinusoid_table(max_len, d_model):
 
 def build_spec(config, w):
     layer = config["layer"]
+    if layer.get("head_width") is not None:
+        raise SystemExit("CTranslate2's heads are d_model / heads wide; this model sets head_width")
     if config.get("head_counts"):
         raise SystemExit("a model with pruned heads has no CTranslate2 layout (heads per layer differ)")
     if layer["activation"] not in ACTIVATIONS:

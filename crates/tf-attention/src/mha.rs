@@ -72,7 +72,9 @@ impl MultiHeadAttentionConfig {
 
     /// Width of one head, `d_k`.
     pub fn head_width(&self) -> usize {
-        self.head_width.unwrap_or(self.d_model / self.n_heads)
+        // 0 for a config without heads, which validation refuses.
+        self.head_width
+            .unwrap_or_else(|| self.d_model.checked_div(self.n_heads).unwrap_or(0))
     }
 
     /// The rotary encoding's config, when the self-attention rotates.

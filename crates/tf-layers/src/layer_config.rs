@@ -18,9 +18,13 @@ pub struct TransformerLayerConfig {
     /// Model width. Default: 512.
     #[config(default = 512)]
     pub d_model: usize,
-    /// Attention heads; must divide `d_model`. Default: 8.
+    /// Attention heads; must divide `d_model` unless `head_width` is given. Default: 8.
     #[config(default = 8)]
     pub n_heads: usize,
+    /// Width of one head, `d_k = d_v`. Default: `d_model / n_heads`. Smaller, the heads
+    /// together are narrower than the model (Table 3, rows B: `d_k` reduced at fixed heads).
+    #[config(default = "None")]
+    pub head_width: Option<usize>,
     /// Feed-forward inner width. Default: 2048.
     #[config(default = 2048)]
     pub d_ff: usize,
@@ -91,18 +95,25 @@ impl TransformerLayerConfig {
     /// The cross-attention sublayer's config (and the self-attention's, without rotation).
     pub fn attention(&self) -> MultiHeadAttentionConfig {
         MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
+            .with_head_width(self.head_width)
             .with_attention_dropout(self.attention_dropout)
     }
 
+    /// Width of one head, `d_k`.
+    pub fn head_width(&self) -> usize {
+        // 0 for a config without heads, which validation refuses.
+        self.head_width
+            .unwrap_or_else(|| self.d_model.checked_div(self.n_heads).unwrap_or(0))
+    }
+
     /// An attention sublayer's config with `n_heads` heads of this config's width
-    /// (`d_model / self.n_heads`): what an attention keeps after some of its heads were pruned.
+    /// ([`head_width`](Self::head_width)): what an attention keeps after some of its heads were
+    /// pruned.
     pub fn attention_with_heads(&self, n_heads: usize) -> MultiHeadAttentionConfig {
         if n_heads == self.n_heads {
             return self.attention();
         }
-        let mut config = self
-            .attention()
-            .with_head_width(Some(self.d_model / self.n_heads));
+        let mut config = self.attention().with_head_width(Some(self.head_width()));
         config.n_heads = n_heads;
         config
     }
@@ -225,5 +236,23 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_head_width_narrows_the_heads_and_frees_d_model_from_dividing() {
+        let device = Device::flex();
+        let narrow = TransformerLayerConfig::tiny().with_head_width(Some(4)); // 2 heads of 4, d_model 16
+        let layer = narrow.init_decoder(&device);
+        for attention in [&layer.self_attn, &layer.cross_attn] {
+            assert_eq!(attention.in_proj.weight.dims(), [16, 24]);
+            assert_eq!(attention.out_proj.weight.dims(), [8, 16]);
+        }
+        // Pruned to one head, the head keeps its width.
+        assert_eq!(narrow.attention_with_heads(1).head_width(), 4);
+        let odd = TransformerLayerConfig::new()
+            .with_d_model(30)
+            .with_n_heads(4);
+        assert!(odd.validate().is_err());
+        assert!(odd.with_head_width(Some(8)).validate().is_ok());
     }
 }

@@ -78,7 +78,7 @@ pub struct TransformerConfig {
     /// Shared embedding matrices. Default: target embedding = output projection.
     #[config(default = "EmbeddingSharing::TargetOutput")]
     pub embedding_sharing: EmbeddingSharing,
-    /// Heads per attention block after pruning (each of width `d_model / n_heads`). Default:
+    /// Heads per attention block after pruning (each of the layer's head width). Default:
     /// none, every block has `n_heads`.
     #[config(default = "None")]
     pub head_counts: Option<HeadCounts>,

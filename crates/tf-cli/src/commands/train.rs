@@ -123,6 +123,10 @@ struct ModelArgs {
     /// Attention heads [default: 4].
     #[arg(long)]
     heads: Option<usize>,
+    /// Width of one head, d_k [default: d_model / heads]; smaller, all heads together are
+    /// narrower than d_model.
+    #[arg(long)]
+    head_width: Option<usize>,
     /// Encoder layers and decoder layers (each) [default: 2; translation 3].
     #[arg(long)]
     layers: Option<usize>,
@@ -334,6 +338,7 @@ impl TrainArgs {
         let layer = &mut preset.layer;
         layer.d_model = m.d_model.unwrap_or(layer.d_model);
         layer.n_heads = m.heads.unwrap_or(layer.n_heads);
+        layer.head_width = m.head_width.or(layer.head_width);
         layer.d_ff = m.d_ff.unwrap_or(layer.d_ff);
         layer.dropout = m.dropout.unwrap_or(layer.dropout);
         layer.attention_dropout = m.attention_dropout.unwrap_or(layer.attention_dropout);

@@ -298,7 +298,9 @@ pub mod ceilings {
 pub fn estimated_parameters(config: &TransformerConfig) -> u128 {
     let n = |v: usize| v as u128;
     let (d, d_ff) = (n(config.layer.d_model), n(config.layer.d_ff));
-    let attention = 4 * d * d + 4 * d;
+    // W^Q, W^K, W^V: d → h·d_k; W^O: h·d_k → d; biases.
+    let width = n(config.layer.n_heads * config.layer.head_width());
+    let attention = 4 * d * width + 3 * width + d;
     let feed_forward = 2 * d * d_ff + d_ff + d;
     let norm = 2 * d;
     let encoder = n(config.n_encoder_layers) * (attention + feed_forward + 2 * norm);
@@ -317,7 +319,7 @@ pub fn estimated_parameters(config: &TransformerConfig) -> u128 {
         }
         // A cosine and a sine table per self-attention, each `max_len × d_k`.
         PositionalEncodingKind::Rotary => {
-            let d_k = d / n(config.layer.n_heads);
+            let d_k = n(config.layer.head_width());
             2 * n(config.max_len) * d_k * n(config.n_encoder_layers + config.n_decoder_layers)
         }
         PositionalEncodingKind::None => 0,
