@@ -20,6 +20,8 @@ use tf_train::eval::bleu::corpus_bleu;
 use tf_train::eval::translate::{TranslateOptions, translate_ids};
 use tf_train::store::model_dir::Dropout;
 
+use crate::report;
+
 /// What to compare.
 #[derive(Clone, Debug)]
 pub struct Ctranslate2Options {
@@ -353,7 +355,7 @@ pub fn compare(
         .and_then(|r| r.ours.as_ref().map(|o| r.ctranslate2.seconds / o.seconds))
         .unwrap_or(f64::NAN);
     Ok(Ok(Ctranslate2Comparison {
-        model: shown(&options.model),
+        model: report::shown(&options.model),
         version: theirs.ctranslate2,
         threads: options.threads,
         sentences: sources.len(),
@@ -363,16 +365,6 @@ pub fn compare(
         ratio_int8: ratio("int8_beam5_batch64"),
         cases: results,
     }))
-}
-
-/// `path` as the report shows it: relative to the repository when inside it.
-fn shown(path: &Path) -> String {
-    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
-    repository
-        .and_then(|root| path.strip_prefix(root).ok())
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 impl Ctranslate2Comparison {

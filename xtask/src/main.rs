@@ -18,6 +18,10 @@
 //! `target/bench/ctranslate2.json` and its table in `docs/benchmarks.md`; `bench` runs it too
 //! as case 6 when the model directory (`--translator`, default `runs/de-en`) exists.
 //!
+//! `cargo xtask sweep [--budget-minutes 20] [--only a,b] [-- FLAGS]` trains each variant of
+//! `xtask/sweep.json` (one change from the default de→en recipe each) under the same wall-clock
+//! budget and writes the table and plot of docs/stronger-models.md ([`sweep`]).
+//!
 //! `cargo xtask newcomer [--skip-tests] [--max-minutes M]` clones the repository into an empty
 //! folder and runs the README's commands in order against a local copy of the data
 //! ([`newcomer`]).
@@ -29,6 +33,7 @@ mod cases;
 mod ctranslate2;
 mod newcomer;
 mod report;
+mod sweep;
 mod timing;
 
 use std::path::{Path, PathBuf};
@@ -97,6 +102,38 @@ enum Task {
         /// Keep the clone afterwards.
         #[arg(long)]
         keep: bool,
+    },
+    /// Train each variant of the default de→en recipe (xtask/sweep.json) under one wall-clock
+    /// budget, score it on the test split, and write the table (Markdown, CSV) and plot.
+    /// Resumable: finished variants are kept, an interrupted one resumes.
+    Sweep {
+        /// Minutes of training per variant.
+        #[arg(long, default_value_t = 20.0)]
+        budget_minutes: f64,
+        /// Only these variants (comma-separated names).
+        #[arg(long, value_delimiter = ',')]
+        only: Option<Vec<String>>,
+        /// The variants file.
+        #[arg(long, default_value = "xtask/sweep.json")]
+        variants: PathBuf,
+        /// Where the variants' model directories and the table go.
+        #[arg(long, default_value = "runs/sweep")]
+        out: PathBuf,
+        /// The Multi30k files [default: $TF_MULTI30K, else data/multi30k, else
+        /// ../shared/data/multi30k].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The split scored with beam search.
+        #[arg(long, default_value = "test_2016_flickr")]
+        test_split: String,
+        /// The `tf` program [default: built now with `cargo build --release -p tf-cli` when
+        /// run by cargo, else `tf` beside this program or on PATH].
+        #[arg(long)]
+        tf: Option<PathBuf>,
+        /// Flags for every variant's `tf train`, before its own (after `--`); a variant's own
+        /// flag replaces the same flag here.
+        #[arg(last = true)]
+        extra_flags: Vec<String>,
     },
     /// The training-step case alone (JSON on the last line).
     TrainStep {
@@ -210,6 +247,36 @@ fn main() -> Result<()> {
                 &comparison.markdown(&command),
             )
         }
+        Task::Sweep {
+            budget_minutes,
+            only,
+            variants,
+            out,
+            data,
+            test_split,
+            tf,
+            extra_flags,
+        } => {
+            let root = repository();
+            let tf = match tf {
+                // A path (not a name to look up on PATH) is taken from here, not from the
+                // repository where `tf train` runs.
+                Some(tf) if tf.components().count() > 1 => std::path::absolute(tf)?,
+                Some(tf) => tf,
+                None => tf_program()?,
+            };
+            let options = sweep::SweepOptions {
+                variants: root.join(variants),
+                only,
+                budget_minutes,
+                out: root.join(out),
+                data: root.join(multi30k_dir(data)),
+                test_split,
+                tf,
+                extra_flags,
+            };
+            sweep::run(&options, &Backend::Flex.device()).map(|_| ())
+        }
         Task::TrainStep {
             device,
             dropout,
@@ -291,14 +358,9 @@ fn repository() -> PathBuf {
         .to_path_buf()
 }
 
-/// Case 6's options: `model` and `data` as given (relative to the repository when relative),
-/// the data defaulting to $TF_MULTI30K, `data/multi30k` or `../shared/data/multi30k`.
-fn ctranslate2_options(
-    model: PathBuf,
-    data: Option<PathBuf>,
-    sentences: usize,
-    repeats: usize,
-) -> ctranslate2::Ctranslate2Options {
+/// The Multi30k folder: `data` as given, else $TF_MULTI30K, `data/multi30k` or
+/// `../shared/data/multi30k` (relative to the repository when relative).
+fn multi30k_dir(data: Option<PathBuf>) -> PathBuf {
     let root = repository();
     let data = data
         .or_else(|| std::env::var_os("TF_MULTI30K").map(PathBuf::from))
@@ -310,9 +372,40 @@ fn ctranslate2_options(
                 root.join("../shared/data/multi30k")
             }
         });
+    root.join(data)
+}
+
+/// The `tf` program for the sweep: built now when this runs under cargo (so that it is the
+/// checkout's), else the one beside this program, else `tf` on PATH.
+fn tf_program() -> Result<PathBuf> {
+    let beside =
+        std::env::current_exe()?.with_file_name(format!("tf{}", std::env::consts::EXE_SUFFIX));
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--package", "tf-cli"])
+            .current_dir(repository())
+            .status()?;
+        anyhow::ensure!(status.success(), "cannot build the tf program");
+    }
+    Ok(if beside.is_file() {
+        beside
+    } else {
+        PathBuf::from("tf")
+    })
+}
+
+/// Case 6's options: `model` and `data` as given (relative to the repository when relative),
+/// the data defaulting as [`multi30k_dir`] says.
+fn ctranslate2_options(
+    model: PathBuf,
+    data: Option<PathBuf>,
+    sentences: usize,
+    repeats: usize,
+) -> ctranslate2::Ctranslate2Options {
+    let root = repository();
     ctranslate2::Ctranslate2Options {
         model: root.join(model),
-        data: root.join(data),
+        data: multi30k_dir(data),
         sentences,
         repeats,
         threads: std::thread::available_parallelism().map_or(1, usize::from),

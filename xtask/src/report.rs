@@ -53,6 +53,17 @@ fn measured_or_why<S: serde::Serializer, T: Serialize>(
     }
 }
 
+/// `path` as a report shows it: relative to the repository when inside it (`REPO/../shared/x`
+/// reads `../shared/x`).
+pub fn shown(path: &Path) -> String {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+    repository
+        .and_then(|root| path.strip_prefix(root).ok())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 /// Replaces the part of the markdown file `path` between `<!-- KEY begin -->` and
 /// `<!-- KEY end -->` with `body` (appending the section when it is not there yet).
 pub fn replace_section(path: &Path, key: &str, body: &str) -> Result<()> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use tf_inspect::viewer::ViewerData;
+use tf_tests::write_toy_corpus;
 
 fn tf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tf"))
@@ -689,46 +690,6 @@ fn average_writes_the_mean_of_the_last_checkpoints() {
 }
 
 /// A small made-up German–English corpus in `dir`: `train.{de,en}` plain, `val.{de,en}.gz`.
-fn write_toy_corpus(dir: &Path) {
-    use std::fmt::Write as _;
-    let subjects = [
-        ("Ein Mann", "A man"),
-        ("Eine Frau", "A woman"),
-        ("Ein Mädchen", "A girl"),
-        ("Zwei Hunde", "Two dogs"),
-    ];
-    let actions = [
-        ("läuft über die Straße.", "walks across the street."),
-        ("spielt im Schnee.", "plays in the snow."),
-        ("sitzt auf einer Bank.", "sits on a bench."),
-        ("isst einen Apfel.", "eats an apple."),
-        ("fährt Fahrrad.", "rides a bike."),
-    ];
-    let (mut de, mut en) = (String::new(), String::new());
-    for (s_de, s_en) in subjects {
-        for (a_de, a_en) in actions {
-            writeln!(de, "{s_de} {a_de}").unwrap();
-            writeln!(en, "{s_en} {a_en}").unwrap();
-        }
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("train.de"), &de).unwrap();
-    std::fs::write(dir.join("train.en"), &en).unwrap();
-    for (lang, text) in [("de", &de), ("en", &en)] {
-        let file = std::fs::File::create(dir.join(format!("val.{lang}.gz"))).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-        gz.write_all(
-            text.lines()
-                .take(6)
-                .collect::<Vec<_>>()
-                .join("\n")
-                .as_bytes(),
-        )
-        .unwrap();
-        gz.finish().unwrap();
-    }
-}
-
 fn train_translation(data: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",

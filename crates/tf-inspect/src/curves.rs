@@ -46,6 +46,7 @@ pub fn learning_curves(runs: &[RunMetrics]) -> Vec<Panel> {
                 ..Axes::unit("step", y_label)
             },
             series,
+            labelled: false,
         }
     };
     let translation = runs.iter().flat_map(|r| &r.rows).any(|r| r.bleu.is_some());

@@ -63,13 +63,19 @@ impl Picture<'_> {
                 title,
                 axes,
                 series,
-            } => draw_lines(area, title, axes, series),
+            } => draw_lines(area, title, axes, series, false),
             Self::Panels { title, panels } => {
                 let area = area.titled(title, (FONT, 24)).map_err(plot_error)?;
                 let cols = panels.len().clamp(1, 2);
                 let rows = panels.len().div_ceil(cols).max(1);
                 for (cell, panel) in area.split_evenly((rows, cols)).iter().zip(panels.iter()) {
-                    draw_lines(cell, &panel.title, &panel.axes, &panel.series)?;
+                    draw_lines(
+                        cell,
+                        &panel.title,
+                        &panel.axes,
+                        &panel.series,
+                        panel.labelled,
+                    )?;
                 }
                 Ok(())
             }
@@ -293,6 +299,9 @@ pub struct Panel {
     pub axes: Axes,
     /// Its lines.
     pub series: Vec<Series>,
+    /// Each series drawn as its points alone, its name written beside them (no lines, no
+    /// legend): a scatter of named things, such as one point per model.
+    pub labelled: bool,
 }
 
 /// Several line charts in a grid of two columns under one title: writes `stem.png` and
@@ -317,6 +326,7 @@ fn draw_lines<DB: DrawingBackend>(
     title: &str,
     axes: &Axes,
     series: &[Series],
+    labelled: bool,
 ) -> Result<()> {
     let x = |v: f64| if axes.log2_x { v.log2() } else { v };
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| x(p.0)));
@@ -343,7 +353,7 @@ fn draw_lines<DB: DrawingBackend>(
             if log2_x {
                 format!("{}", 2f64.powf(*v).round())
             } else {
-                format!("{v}")
+                tick(*v)
             }
         })
         .x_labels(if log2_x {
@@ -365,6 +375,24 @@ fn draw_lines<DB: DrawingBackend>(
         plotters::style::full_palette::ORANGE,
         BLACK,
     ];
+    if labelled {
+        for (s, color) in series.iter().zip(colors.iter().cycle()) {
+            let color = *color;
+            chart
+                .draw_series(s.points.iter().map(|&(px, py)| {
+                    // The name 6 pixels right of the point and a line above it.
+                    EmptyElement::at((x(px), py))
+                        + Circle::new((0, 0), 4, color.filled())
+                        + Text::new(
+                            s.name.clone(),
+                            (6, -16),
+                            (FONT, 13).into_font().color(&color),
+                        )
+                }))
+                .map_err(plot_error)?;
+        }
+        return Ok(());
+    }
     for (s, color) in series.iter().zip(colors.iter().cycle()) {
         let color = *color;
         chart
@@ -450,6 +478,37 @@ mod tests {
             points: vec![(128.0, 2.3), (1024.0, 48.5), (16384.0, 1967.0)],
         }];
         line_plot(&dir.join("scaling"), "scaling", &log_axes, &timings).unwrap();
+        // A labelled panel writes each series' name beside its point, and no legend.
+        let named = |name: &str, x, y| Series {
+            name: name.into(),
+            points: vec![(x, y)],
+        };
+        let scatter = Panel {
+            title: "BLEU against parameters".into(),
+            axes: Axes {
+                y_max: Some(45.0),
+                ..Axes::unit("parameters (millions)", "BLEU")
+            },
+            series: vec![named("heads-8", 7.6, 40.1), named("layers-6", 12.3, 38.2)],
+            labelled: true,
+        };
+        let lines = Panel {
+            labelled: false,
+            ..scatter.clone()
+        };
+        let svg_of = |name: &str, panel: Panel| {
+            let written = panels_plot(&dir.join(name), "sweep", &[panel]).unwrap();
+            std::fs::read_to_string(&written[1]).unwrap()
+        };
+        let (labelled, legend) = (svg_of("scatter", scatter), svg_of("lines", lines));
+        assert!(labelled.contains("heads-8") && labelled.contains("layers-6"));
+        let polylines = |svg: &str| svg.matches("<polyline").count();
+        assert!(
+            polylines(&labelled) + 4 <= polylines(&legend),
+            "no line and no legend entry per series: {} against {}",
+            polylines(&labelled),
+            polylines(&legend)
+        );
         assert_eq!(tick(0.30000000000000004), "0.3");
         assert_eq!(tick(2000.0), "2000");
         let _ = std::fs::remove_dir_all(&dir);
