@@ -552,3 +552,59 @@ pub fn fused_comparison(
         step_composed,
     }
 }
+
+/// Case 7: the hooked forward pass with no hooks against the plain one, and with every
+/// activation kept, on the translation model (inference, teacher-forced).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HooksOverhead {
+    /// `[batch, source and target length]`.
+    pub shape: [usize; 2],
+    /// `Transformer::forward`.
+    pub plain: Timing,
+    /// `Transformer::forward_hooked` with `Hooks::none()`.
+    pub no_hooks: Timing,
+    /// `no_hooks / plain`.
+    pub ratio: f64,
+    /// `forward_hooked` keeping every activation (explicit attention path).
+    pub cache_all: Timing,
+}
+
+/// Case 7 on `device` with `batch` sentences of `len` tokens and a vocabulary of `vocab`.
+pub fn hooks_overhead(
+    device: &Device,
+    repeats: Repeats,
+    batch: usize,
+    len: usize,
+    vocab: usize,
+) -> HooksOverhead {
+    device.seed(1);
+    let model: Transformer = Preset::translation()
+        .model(vocab, len + 1)
+        .without_dropout()
+        .init(device);
+    let examples = random_examples(batch, [len, len], vocab, device);
+    let b = Seq2SeqBatch::new(&examples, device);
+    let plain = || {
+        let logits = model.forward(b.src.clone(), b.tgt_in.clone(), None, None);
+        let _ = logits.into_data();
+    };
+    let hooked = |hooks: &mut tf_attention::Hooks| {
+        let logits = model
+            .forward_hooked(b.src.clone(), b.tgt_in.clone(), None, None, hooks)
+            .expect("no hook to refuse");
+        let _ = logits.into_data();
+    };
+    let (plain, no_hooks) = alternate(device, repeats, plain, || {
+        hooked(&mut tf_attention::Hooks::none())
+    });
+    let cache_all = time(device, repeats.at_most(5), || {
+        hooked(&mut tf_attention::Hooks::none().cache_all())
+    });
+    HooksOverhead {
+        shape: [batch, len],
+        ratio: no_hooks.median_ms / plain.median_ms,
+        plain,
+        no_hooks,
+        cache_all,
+    }
+}

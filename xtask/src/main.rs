@@ -22,6 +22,9 @@
 //! `xtask/sweep.json` (one change from the default de→en recipe each) under the same wall-clock
 //! budget and writes the table and plot of docs/stronger-models.md ([`sweep`]).
 //!
+//! `cargo xtask hooks [--quick]` times the hooked forward pass with no hooks against the plain
+//! one (case 7 of `bench`).
+//!
 //! `cargo xtask newcomer [--skip-tests] [--max-minutes M]` clones the repository into an empty
 //! folder and runs the README's commands in order against a local copy of the data
 //! ([`newcomer`]).
@@ -162,6 +165,16 @@ enum Task {
         /// Vocabulary (the translation default: 8,000).
         #[arg(long, default_value_t = 8000)]
         vocab: usize,
+        /// Fewer repeats.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The hooked forward pass with no hooks against the plain one, and keeping every
+    /// activation, on the translation model (JSON on the last line).
+    Hooks {
+        /// Device to measure on.
+        #[arg(long, default_value = "flex", value_parser = backend_parser())]
+        device: Backend,
         /// Fewer repeats.
         #[arg(long)]
         quick: bool,
@@ -339,6 +352,19 @@ fn main() -> Result<()> {
                 l.step_composed.cell()
             );
             println!("{}", serde_json::to_string(&l)?);
+            Ok(())
+        }
+        Task::Hooks { device, quick } => {
+            let h = cases::hooks_overhead(&device.device(), Repeats::new(quick), 32, 24, 8000);
+            eprintln!(
+                "forward {:?}: plain {}, hooked with no hooks {} ({:.3}x), keeping everything {}",
+                h.shape,
+                h.plain.cell(),
+                h.no_hooks.cell(),
+                h.ratio,
+                h.cache_all.cell()
+            );
+            println!("{}", serde_json::to_string(&h)?);
             Ok(())
         }
         Task::Decoding { device, quick } => {
@@ -532,6 +558,16 @@ fn bench(backend: Backend, quick: bool, no_pytorch: bool, translator: &Path) -> 
         println!("6. ctranslate2 not measured: {why}");
     }
 
+    let hooks: cases::HooksOverhead = cases::in_child(&child_args("hooks"))?;
+    println!(
+        "7. forward {:?}: plain {}, hooked with no hooks {} ({:.3}x), keeping everything {}",
+        hooks.shape,
+        hooks.plain.cell(),
+        hooks.no_hooks.cell(),
+        hooks.ratio,
+        hooks.cache_all.cell()
+    );
+
     let report = Report {
         device: name,
         machine: report::machine(),
@@ -544,6 +580,7 @@ fn bench(backend: Backend, quick: bool, no_pytorch: bool, translator: &Path) -> 
         decoding,
         pytorch,
         ctranslate2,
+        hooks,
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     report.write(&root.join("docs"), &root.join("target/bench"))

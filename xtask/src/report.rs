@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tf_inspect::plot::{Axes, Series, line_plot};
 
-use crate::cases::{Decoding, MhaBreakdown, MhaComparison, ScalingPoint, TrainStep};
+use crate::cases::{Decoding, HooksOverhead, MhaBreakdown, MhaComparison, ScalingPoint, TrainStep};
 use crate::ctranslate2::Ctranslate2Comparison;
 use crate::timing::ms;
 
@@ -40,6 +40,8 @@ pub struct Report {
     /// Case 6: decoding beside CTranslate2, or why it was not measured.
     #[serde(serialize_with = "measured_or_why")]
     pub ctranslate2: std::result::Result<Ctranslate2Comparison, String>,
+    /// Case 7: the cost of the hooked forward pass.
+    pub hooks: HooksOverhead,
 }
 
 /// A case's figures as its object, or `{"not_measured": why}`.
@@ -371,6 +373,17 @@ impl Report {
                 );
             }
         }
+        let h = &self.hooks;
+        let _ = writeln!(
+            md,
+            "### 7. The hooked forward pass\n\nThe translation model's teacher-forced forward pass (inference), batch {} × {} tokens, random weights: `forward` against `forward_hooked` with `Hooks::none()` (timed in turns), and `forward_hooked` keeping every activation (which forms every attention pattern).\n\n| plain | no hooks | no hooks / plain | keeping everything |\n| --- | --- | --- | --- |\n| {} | {} | {:.3}× | {} |\n",
+            h.shape[0],
+            h.shape[1],
+            h.plain.cell(),
+            h.no_hooks.cell(),
+            h.ratio,
+            h.cache_all.cell()
+        );
         md
     }
 }

@@ -30,6 +30,7 @@ pub mod error;
 pub mod fused;
 pub mod fused_linear;
 pub mod fused_sdpa;
+pub mod hooks;
 pub mod mask;
 pub mod mha;
 pub mod rotary;
@@ -37,6 +38,10 @@ pub mod sdpa;
 
 pub use compare::max_abs_diff;
 pub use error::ConfigError;
+pub use hooks::{
+    AttentionBlock, AttentionSite, HookPoint, HookValue, Hooks, LayerHooks, LayerSite, Patch,
+    Replacement, Stack,
+};
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_ids, padding_mask_from_lengths};
 pub use mha::{
     AttentionOutput, KeyValue, MultiHeadAttention, MultiHeadAttentionConfig, SelfAttentionCache,

@@ -14,6 +14,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{ConfigError, check_nonzero, check_probability};
 use crate::fused_linear::{self, Activation};
+use crate::hooks::{AttentionBlock, AttentionSite, LayerHooks, LayerSite};
 use crate::mask::AttentionMask;
 use crate::rotary::{RotaryEncoding, RotaryEncodingConfig};
 use crate::sdpa::{attention_weights, fused_attention};
@@ -348,6 +349,24 @@ impl MultiHeadAttention {
         cache: Option<&mut SelfAttentionCache>,
         weights: Weights,
     ) -> AttentionOutput {
+        self.self_attention_hooked(x, mask, cache, weights, None)
+    }
+
+    /// [`self_attention`](Self::self_attention) with the layer's hooks at `attn.{q,k,v}` (the
+    /// new positions, after RoPE, before they are cached), `attn.pattern`, `attn.z` and
+    /// `attn.out`. A hooked pattern takes the explicit path.
+    ///
+    /// # Shapes
+    /// As [`self_attention`](Self::self_attention).
+    pub fn self_attention_hooked(
+        &self,
+        x: Tensor<3>,
+        mask: &AttentionMask,
+        cache: Option<&mut SelfAttentionCache>,
+        weights: Weights,
+        hooks: Option<&mut LayerHooks<'_>>,
+    ) -> AttentionOutput {
+        let mut hooks = hooks.map(|h| (h, AttentionBlock::SelfAttention));
         // 1. Q, K and V in one matmul, then split into heads.
         let [query, key, value] =
             self.split_heads(fused_linear::apply(&self.in_proj, x, Activation::Identity)); // x: [batch, seq_len, 3·d_model]
@@ -358,13 +377,17 @@ impl MultiHeadAttention {
             }
             None => (query, key),
         };
-        let new = KeyValue { key, value };
+        let query = hook4(&mut hooks, AttentionSite::Query, query);
+        let new = KeyValue {
+            key: hook4(&mut hooks, AttentionSite::Key, key),
+            value: hook4(&mut hooks, AttentionSite::Value, value),
+        };
         // 2. With a cache, attend to every position seen so far.
         let key_value = match cache {
             Some(cache) => cache.extend(new),
             None => new,
         };
-        self.attend(query, key_value, mask, weights)
+        self.attend(query, key_value, mask, weights, hooks)
     }
 
     /// Cross-attention of `x` over keys and values projected once by
@@ -381,8 +404,33 @@ impl MultiHeadAttention {
         mask: &AttentionMask,
         weights: Weights,
     ) -> AttentionOutput {
+        self.cross_attention_hooked(x, memory, mask, weights, None)
+    }
+
+    /// [`cross_attention`](Self::cross_attention) with the layer's hooks at
+    /// `cross.{q,k,v,pattern,z,out}`.
+    ///
+    /// # Shapes
+    /// As [`cross_attention`](Self::cross_attention).
+    pub fn cross_attention_hooked(
+        &self,
+        x: Tensor<3>,
+        memory: &KeyValue,
+        mask: &AttentionMask,
+        weights: Weights,
+        hooks: Option<&mut LayerHooks<'_>>,
+    ) -> AttentionOutput {
+        let mut hooks = hooks.map(|h| (h, AttentionBlock::CrossAttention));
         let [query] = self.split_heads(self.project(x, Projection::Query, 1));
-        self.attend(query, memory.clone(), mask, weights)
+        let query = hook4(&mut hooks, AttentionSite::Query, query);
+        let memory = match hooks {
+            None => memory.clone(),
+            Some(_) => KeyValue {
+                key: hook4(&mut hooks, AttentionSite::Key, memory.key.clone()),
+                value: hook4(&mut hooks, AttentionSite::Value, memory.value.clone()),
+            },
+        };
+        self.attend(query, memory, mask, weights, hooks)
     }
 
     /// Projects `source` with W^K and W^V into heads, for [`cross_attention`](Self::cross_attention).
@@ -415,7 +463,7 @@ impl MultiHeadAttention {
         let [key] = self.split_heads(self.project(key, Projection::Key, 1));
         let [value] = self.split_heads(self.project(value, Projection::Value, 1));
         let key_value = KeyValue { key, value };
-        self.attend(query, key_value, mask, weights)
+        self.attend(query, key_value, mask, weights, None)
     }
 
     /// Projects `x` with `count` consecutive matrices of `in_proj`, starting at `first`
@@ -447,17 +495,25 @@ impl MultiHeadAttention {
         key_value: KeyValue,
         mask: &AttentionMask,
         weights: Weights,
+        mut hooks: BlockHooks<'_, '_>,
     ) -> AttentionOutput {
         let KeyValue { key, value } = key_value;
         let dropout_active = self.attention_dropout.prob > 0.0
             && self.attention_dropout.training.is_enabled()
             && query.device().is_autodiff();
         let wanted = weights == Weights::Return;
-        let (heads, weights) = if wanted || dropout_active {
+        let pattern_hooked = hooks.as_ref().is_some_and(|(h, block)| {
+            h.wants(LayerSite::Attention(*block, AttentionSite::Pattern))
+        });
+        let (heads, weights) = if wanted || dropout_active || pattern_hooked {
             let [batch, n_heads, q_len, _] = query.dims();
             let k_len = key.dims()[2];
             let dense_mask = mask.to_tensor([batch, n_heads, q_len, k_len], &query.device());
-            let weights = attention_weights(query, key, dense_mask);
+            let weights = hook4(
+                &mut hooks,
+                AttentionSite::Pattern,
+                attention_weights(query, key, dense_mask),
+            );
             let heads = self
                 .attention_dropout
                 .forward(weights.clone())
@@ -466,12 +522,19 @@ impl MultiHeadAttention {
         } else {
             (fused_attention(query, key, value, mask), None)
         };
+        let heads = hook4(&mut hooks, AttentionSite::Z, heads);
+        let context = fused_linear::apply(
+            &self.out_proj,
+            self.merge_heads(heads),
+            Activation::Identity,
+        );
         AttentionOutput {
-            context: fused_linear::apply(
-                &self.out_proj,
-                self.merge_heads(heads),
-                Activation::Identity,
-            ),
+            context: match hooks {
+                Some((h, block)) => {
+                    h.rank3(LayerSite::Attention(block, AttentionSite::Out), context)
+                }
+                None => context,
+            },
             weights,
         }
     }
@@ -504,6 +567,20 @@ impl MultiHeadAttention {
         let [batch, n_heads, seq_len, d_k] = x.dims();
         x.swap_dims(1, 2) // [batch, seq_len, n_heads, d_k]
             .reshape([batch, seq_len, n_heads * d_k])
+    }
+}
+
+/// The hooks of one attention block of a layer, when the pass is hooked.
+type BlockHooks<'h, 'a> = Option<(&'h mut LayerHooks<'a>, AttentionBlock)>;
+
+/// `x` through the block's hook at `site`, if hooked.
+///
+/// # Shapes
+/// - `x`: `[batch, n_heads, len, d_k or k_len]`
+fn hook4(hooks: &mut BlockHooks<'_, '_>, site: AttentionSite, x: Tensor<4>) -> Tensor<4> {
+    match hooks {
+        Some((h, block)) => h.rank4(LayerSite::Attention(*block, site), x),
+        None => x,
     }
 }
 

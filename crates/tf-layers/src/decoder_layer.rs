@@ -3,8 +3,10 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor};
+use tf_attention::hooks::{LayerHooks, LayerSite};
 use tf_attention::{AttentionMask, KeyValue, MultiHeadAttention, SelfAttentionCache, Weights};
 
+use crate::encoder_layer::hook3;
 use crate::feed_forward::PositionWiseFeedForward;
 use crate::residual::ResidualNorm;
 
@@ -60,6 +62,9 @@ pub struct DecoderLayerOptions<'a> {
     pub cache: Option<&'a mut SelfAttentionCache>,
     /// Whether the attention weights come back.
     pub weights: Weights,
+    /// The layer's hooks: `resid_pre`, `attn.*`, `resid_mid`, `cross.*`, `resid_mid_cross`,
+    /// `ffn.*` and `resid_post`; none by default.
+    pub hooks: Option<&'a mut LayerHooks<'a>>,
 }
 
 /// The attention weights of one decoder layer, when asked for.
@@ -110,20 +115,37 @@ impl DecoderLayer {
             tgt_pad_mask,
             cache,
             weights: wanted,
+            mut hooks,
         } = options;
         let self_mask = AttentionMask::causal().with_key_padding(tgt_pad_mask);
+        let x = hook3(&mut hooks, LayerSite::ResidPre, x);
         let (x, self_weights) = self.self_attn_residual.forward(x, |h| {
-            let out = self.self_attn.self_attention(h, &self_mask, cache, wanted);
+            let out = self.self_attn.self_attention_hooked(
+                h,
+                &self_mask,
+                cache,
+                wanted,
+                hooks.as_deref_mut(),
+            );
             (out.context, out.weights)
         });
+        let x = hook3(&mut hooks, LayerSite::ResidMid, x);
         let cross_mask = AttentionMask::none().with_key_padding(memory.pad_mask.clone());
         let (x, cross_weights) = self.cross_attn_residual.forward(x, |h| {
-            let out = self
-                .cross_attn
-                .cross_attention(h, &memory.key_value, &cross_mask, wanted);
+            let out = self.cross_attn.cross_attention_hooked(
+                h,
+                &memory.key_value,
+                &cross_mask,
+                wanted,
+                hooks.as_deref_mut(),
+            );
             (out.context, out.weights)
         });
-        let (x, ()) = self.ffn_residual.forward(x, |h| (self.ffn.forward(h), ()));
+        let x = hook3(&mut hooks, LayerSite::ResidMidCross, x);
+        let (x, ()) = self.ffn_residual.forward(x, |h| {
+            (self.ffn.forward_hooked(h, hooks.as_deref_mut()), ())
+        });
+        let x = hook3(&mut hooks, LayerSite::ResidPost, x);
         let weights = self_weights
             .zip(cross_weights)
             .map(|(self_attn, cross_attn)| DecoderLayerWeights {

@@ -3,6 +3,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor};
+use tf_attention::hooks::{LayerHooks, LayerSite};
 use tf_attention::{AttentionMask, MultiHeadAttention, Weights};
 
 use crate::feed_forward::PositionWiseFeedForward;
@@ -36,13 +37,49 @@ impl EncoderLayer {
         pad_mask: Option<Tensor<2, Bool>>,
         wanted: Weights,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
+        self.forward_hooked(x, pad_mask, wanted, None)
+    }
+
+    /// [`forward`](Self::forward) with the layer's hooks: `resid_pre`, `attn.*`, `resid_mid`,
+    /// `ffn.*` and `resid_post`.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    pub fn forward_hooked(
+        &self,
+        x: Tensor<3>,
+        pad_mask: Option<Tensor<2, Bool>>,
+        wanted: Weights,
+        mut hooks: Option<&mut LayerHooks<'_>>,
+    ) -> (Tensor<3>, Option<Tensor<4>>) {
         let mask = AttentionMask::none().with_key_padding(pad_mask);
+        let x = hook3(&mut hooks, LayerSite::ResidPre, x);
         let (x, weights) = self.self_attn_residual.forward(x, |h| {
-            let out = self.self_attn.self_attention(h, &mask, None, wanted);
+            let out =
+                self.self_attn
+                    .self_attention_hooked(h, &mask, None, wanted, hooks.as_deref_mut());
             (out.context, out.weights)
         });
-        let (x, ()) = self.ffn_residual.forward(x, |h| (self.ffn.forward(h), ()));
-        (x, weights)
+        let x = hook3(&mut hooks, LayerSite::ResidMid, x);
+        let (x, ()) = self.ffn_residual.forward(x, |h| {
+            (self.ffn.forward_hooked(h, hooks.as_deref_mut()), ())
+        });
+        (hook3(&mut hooks, LayerSite::ResidPost, x), weights)
+    }
+}
+
+/// `x` through the layer's hook at `site`, if hooked.
+///
+/// # Shapes
+/// - `x`: `[batch, seq_len, width]`
+pub(crate) fn hook3(
+    hooks: &mut Option<&mut LayerHooks<'_>>,
+    site: LayerSite,
+    x: Tensor<3>,
+) -> Tensor<3> {
+    match hooks {
+        Some(hooks) => hooks.rank3(site, x),
+        None => x,
     }
 }
 

@@ -9,6 +9,7 @@ use burn::tensor::activation::gelu;
 use tf_attention::ConfigError;
 use tf_attention::error::check_nonzero;
 use tf_attention::fused_linear::{self, Activation};
+use tf_attention::hooks::{LayerHooks, LayerSite};
 
 /// The non-linearity between the two projections.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -77,6 +78,15 @@ impl PositionWiseFeedForward {
     /// - `x`: `[batch, seq_len, d_model]`
     /// - returns `[batch, seq_len, d_model]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_hooked(x, None)
+    }
+
+    /// [`forward`](Self::forward) with the layer's hooks at `ffn.hidden` (after the
+    /// non-linearity) and `ffn.out`.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward); `ffn.hidden` is `[batch, seq_len, d_ff]`.
+    pub fn forward_hooked(&self, x: Tensor<3>, hooks: Option<&mut LayerHooks<'_>>) -> Tensor<3> {
         // ReLU is fused into the first projection (one pass over the hidden layer).
         let hidden = match self.activation {
             FeedForwardActivation::Relu => fused_linear::apply(&self.inner, x, Activation::Relu),
@@ -84,7 +94,14 @@ impl PositionWiseFeedForward {
                 gelu(fused_linear::apply(&self.inner, x, Activation::Identity))
             }
         }; // [batch, seq_len, d_ff]
-        fused_linear::apply(&self.outer, hidden, Activation::Identity)
+        match hooks {
+            None => fused_linear::apply(&self.outer, hidden, Activation::Identity),
+            Some(hooks) => {
+                let hidden = hooks.rank3(LayerSite::FfnHidden, hidden);
+                let out = fused_linear::apply(&self.outer, hidden, Activation::Identity);
+                hooks.rank3(LayerSite::FfnOut, out)
+            }
+        }
     }
 }
 

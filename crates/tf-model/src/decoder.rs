@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor};
-use tf_attention::{SelfAttentionCache, Weights};
+use tf_attention::{Hooks, LayerHooks, SelfAttentionCache, Stack, Weights};
 use tf_layers::{
     CrossAttentionMemory, DecoderLayer, DecoderLayerOptions, DecoderLayerWeights,
     TransformerLayerConfig,
@@ -20,6 +20,9 @@ pub struct DecoderOptions<'a> {
     pub caches: Option<&'a mut [SelfAttentionCache]>,
     /// Whether each layer's attention weights come back.
     pub weights: Weights,
+    /// Hooks at every layer's `dec.{l}.*` points; none by default. Meant for full
+    /// (teacher-forced) passes: with caches, a layer's hooks see only the new positions.
+    pub hooks: Option<&'a mut Hooks>,
 }
 
 /// `N` decoder layers and an optional final LayerNorm.
@@ -104,6 +107,7 @@ impl Decoder {
             tgt_pad_mask,
             caches,
             weights: wanted,
+            mut hooks,
         } = options;
         assert_eq!(
             memory.len(),
@@ -120,12 +124,16 @@ impl Decoder {
         });
         let mut weights = Vec::new();
         let mut x = x;
-        for (layer, layer_memory) in self.layers.iter().zip(memory) {
+        for (index, (layer, layer_memory)) in self.layers.iter().zip(memory).enumerate() {
             let cache = caches.as_mut().and_then(|c| c.next());
+            let mut layer_hooks = hooks
+                .as_deref_mut()
+                .map(|hooks| LayerHooks::new(hooks, Stack::Decoder, index));
             let options = DecoderLayerOptions {
                 tgt_pad_mask: tgt_pad_mask.clone(),
                 cache,
                 weights: wanted,
+                hooks: layer_hooks.as_mut(),
             };
             let (out, layer_weights) = layer.forward(x, layer_memory, options);
             x = out;

@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor};
-use tf_attention::Weights;
+use tf_attention::{Hooks, LayerHooks, Stack, Weights};
 use tf_layers::{EncoderLayer, TransformerLayerConfig};
 
 use crate::final_norm::FinalLayerNorm;
@@ -61,10 +61,28 @@ impl Encoder {
         pad_mask: Option<Tensor<2, Bool>>,
         wanted: Weights,
     ) -> (Tensor<3>, Vec<Tensor<4>>) {
+        self.forward_hooked(x, pad_mask, wanted, None)
+    }
+
+    /// [`forward`](Self::forward) with hooks at every layer's `enc.{l}.*` points.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    pub fn forward_hooked(
+        &self,
+        x: Tensor<3>,
+        pad_mask: Option<Tensor<2, Bool>>,
+        wanted: Weights,
+        mut hooks: Option<&mut Hooks>,
+    ) -> (Tensor<3>, Vec<Tensor<4>>) {
         let mut weights = Vec::new();
         let mut x = x;
-        for layer in &self.layers {
-            let (out, layer_weights) = layer.forward(x, pad_mask.clone(), wanted);
+        for (index, layer) in self.layers.iter().enumerate() {
+            let mut layer_hooks = hooks
+                .as_deref_mut()
+                .map(|hooks| LayerHooks::new(hooks, Stack::Encoder, index));
+            let (out, layer_weights) =
+                layer.forward_hooked(x, pad_mask.clone(), wanted, layer_hooks.as_mut());
             x = out;
             weights.extend(layer_weights);
         }

@@ -28,6 +28,7 @@ pub mod encoder;
 pub mod final_norm;
 pub mod greedy;
 pub mod heads;
+pub mod hooked;
 pub mod next_token;
 pub mod output_limit;
 pub mod torch_import;
@@ -42,6 +43,7 @@ pub use encoder::Encoder;
 pub use final_norm::FinalLayerNorm;
 pub use greedy::{CapturedAttention, DecodeError, GreedyOptions, Steps};
 pub use heads::{AttentionKind, BlockId, HeadId, PruneError, in_block_order};
+pub use hooked::HookError;
 pub use next_token::{Candidate, best_next_tokens};
 pub use output_limit::OutputLimit;
 pub use torch_import::{

@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Int, Tensor};
 use tf_attention::fused_linear::{self, Activation};
-use tf_attention::{SelfAttentionCache, Weights};
+use tf_attention::{HookPoint, Hooks, SelfAttentionCache, Weights};
 use tf_layers::{DecoderLayerWeights, PositionalEncoding};
 
 use crate::cache::{DecodeContext, DecoderCache};
@@ -130,10 +130,15 @@ impl Transformer {
         src_pad_mask: Option<Tensor<2, Bool>>,
         tgt_pad_mask: Option<Tensor<2, Bool>>,
     ) -> TransformerOutput {
-        let (memory, encoder_self_attn) = self.encode_inner(src, src_pad_mask, Weights::Return);
+        let (memory, encoder_self_attn) =
+            self.encode_inner(src, src_pad_mask, Weights::Return, None);
         let layer_memory = self.decoder.memory(memory.output, memory.pad_mask);
-        let (logits, decoder) =
-            self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, Weights::Return);
+        let options = DecoderOptions {
+            tgt_pad_mask,
+            weights: Weights::Return,
+            ..Default::default()
+        };
+        let (logits, decoder) = self.decode_inner(tgt, &layer_memory, 0, options);
         let (decoder_self, cross) = decoder
             .into_iter()
             .map(|w| (w.self_attn, w.cross_attn))
@@ -154,7 +159,7 @@ impl Transformer {
     /// - `src`: `[batch, src_len]` token ids
     /// - `src_pad_mask`: `[batch, src_len]`, `true` = padding
     pub fn encode(&self, src: Tensor<2, Int>, src_pad_mask: Option<Tensor<2, Bool>>) -> Memory {
-        self.encode_inner(src, src_pad_mask, Weights::Omit).0
+        self.encode_inner(src, src_pad_mask, Weights::Omit, None).0
     }
 
     /// A cache for decoding against `memory` step by step; projects the cross-attention keys and
@@ -212,14 +217,13 @@ impl Transformer {
         match context {
             DecodeContext::Cached(cache) => {
                 let offset = cache.len;
-                let out = self.decode_inner(
-                    tgt,
-                    &cache.memory,
+                let options = DecoderOptions {
                     tgt_pad_mask,
-                    Some(&mut cache.self_attn),
-                    offset,
-                    wanted,
-                );
+                    caches: Some(&mut cache.self_attn),
+                    weights: wanted,
+                    hooks: None,
+                };
+                let out = self.decode_inner(tgt, &cache.memory, offset, options);
                 cache.len += tgt_len;
                 out
             }
@@ -227,7 +231,12 @@ impl Transformer {
                 let layer_memory = self
                     .decoder
                     .memory(memory.output.clone(), memory.pad_mask.clone());
-                self.decode_inner(tgt, &layer_memory, tgt_pad_mask, None, 0, wanted)
+                let options = DecoderOptions {
+                    tgt_pad_mask,
+                    weights: wanted,
+                    ..Default::default()
+                };
+                self.decode_inner(tgt, &layer_memory, 0, options)
             }
         }
     }
@@ -242,15 +251,16 @@ impl Transformer {
         src: Tensor<2, Int>,
         src_pad_mask: Option<Tensor<2, Bool>>,
     ) -> (Memory, Vec<Tensor<4>>) {
-        self.encode_inner(src, src_pad_mask, Weights::Return)
+        self.encode_inner(src, src_pad_mask, Weights::Return, None)
     }
 
     /// The target embedding (the source one when shared).
-    fn tgt_embedding(&self) -> &ScaledEmbedding {
+    pub(crate) fn tgt_embedding(&self) -> &ScaledEmbedding {
         self.tgt_embedding.as_ref().unwrap_or(&self.src_embedding)
     }
 
-    /// Embedding × √d_model + positions from `offset`, then dropout (§3.4, §3.5, §5.4).
+    /// Embedding × √d_model + positions from `offset` (the hook point `point`), then dropout
+    /// (§3.4, §3.5, §5.4).
     ///
     /// # Shapes
     /// - `tokens`: `[batch, seq_len]`
@@ -260,19 +270,28 @@ impl Transformer {
         embedding: &ScaledEmbedding,
         tokens: Tensor<2, Int>,
         offset: usize,
+        hooks: Option<(&mut Hooks, HookPoint)>,
     ) -> Tensor<3> {
         let x = self.positional.forward(embedding.forward(tokens), offset);
+        let x = match hooks {
+            Some((hooks, point)) => hooks.rank3(point, x),
+            None => x,
+        };
         tf_layers::fused_dropout::dropout(&self.embedding_dropout, x)
     }
 
-    fn encode_inner(
+    pub(crate) fn encode_inner(
         &self,
         src: Tensor<2, Int>,
         src_pad_mask: Option<Tensor<2, Bool>>,
         wanted: Weights,
+        mut hooks: Option<&mut Hooks>,
     ) -> (Memory, Vec<Tensor<4>>) {
-        let x = self.embed(&self.src_embedding, src, 0);
-        let (output, weights) = self.encoder.forward(x, src_pad_mask.clone(), wanted);
+        let embed_hook = hooks.as_deref_mut().map(|h| (h, HookPoint::EmbedSource));
+        let x = self.embed(&self.src_embedding, src, 0, embed_hook);
+        let (output, weights) = self
+            .encoder
+            .forward_hooked(x, src_pad_mask.clone(), wanted, hooks);
         let memory = Memory {
             output,
             pad_mask: src_pad_mask,
@@ -280,26 +299,33 @@ impl Transformer {
         (memory, weights)
     }
 
-    fn decode_inner(
+    /// The decoder from position `offset` and the output projection, with the hooks of
+    /// `options` also at `embed.tgt` and `logits`.
+    pub(crate) fn decode_inner(
         &self,
         tgt: Tensor<2, Int>,
         layer_memory: &[tf_layers::CrossAttentionMemory],
-        tgt_pad_mask: Option<Tensor<2, Bool>>,
-        caches: Option<&mut [SelfAttentionCache]>,
         offset: usize,
-        wanted: Weights,
+        options: DecoderOptions<'_>,
     ) -> (Tensor<3>, Vec<DecoderLayerWeights>) {
-        let x = self.embed(self.tgt_embedding(), tgt, offset);
-        let (x, weights) = self.decoder.forward(
-            x,
-            layer_memory,
-            DecoderOptions {
-                tgt_pad_mask,
-                caches,
-                weights: wanted,
-            },
-        );
-        (self.project(x), weights)
+        let mut options = options;
+        let embed_hook = options
+            .hooks
+            .as_deref_mut()
+            .map(|h| (h, HookPoint::EmbedTarget));
+        let x = self.embed(self.tgt_embedding(), tgt, offset, embed_hook);
+        let mut hooks = options.hooks.take();
+        let options = DecoderOptions {
+            hooks: hooks.as_deref_mut(),
+            ..options
+        };
+        let (x, weights) = self.decoder.forward(x, layer_memory, options);
+        let logits = self.project(x);
+        let logits = match hooks {
+            Some(hooks) => hooks.rank3(HookPoint::Logits, logits),
+            None => logits,
+        };
+        (logits, weights)
     }
 
     /// The pre-softmax projection, tied to the target embedding unless a generator exists.
@@ -307,7 +333,7 @@ impl Transformer {
     /// # Shapes
     /// - `x`: `[batch, tgt_len, d_model]`
     /// - returns `[batch, tgt_len, tgt_vocab]`
-    fn project(&self, x: Tensor<3>) -> Tensor<3> {
+    pub(crate) fn project(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.generator {
             Some(generator) => fused_linear::apply(generator, x, Activation::Identity),
             None => fused_linear::linear(
