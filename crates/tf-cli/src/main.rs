@@ -14,8 +14,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    attention, average, bleu, data, distill, eval, heads, import_torch, length_penalty, plot,
-    predict, prune, train, translate,
+    ablate, attention, average, bleu, data, distill, eval, heads, import_torch, length_penalty,
+    patch, plot, predict, prune, train, translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -93,6 +93,13 @@ enum Command {
     /// Remove the least important heads (Michel et al., 2019) into a new model directory, or
     /// sweep accuracy against the number of heads removed.
     Prune(prune::PruneArgs),
+    /// Zero, mean or resample ablation of any activation (all of it, some heads or positions):
+    /// the change in the references' log-probability.
+    Ablate(ablate::AblateArgs),
+    /// Activation patching: rerun a corrupted source (one word swapped, say) with each layer ×
+    /// position of the residual stream, and each head's output, taken from the clean source's
+    /// run, and measure how much of the clean translation comes back.
+    Patch(patch::PatchArgs),
     /// Average the weights of the last N checkpoints into a new model directory (the paper
     /// averaged its last 5).
     Average(average::AverageArgs),
@@ -177,6 +184,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attention(args) => attention::run(args, &device),
         Command::Heads(args) => heads::run(args, &device),
         Command::Prune(args) => prune::run(args, &device),
+        Command::Patch(args) => patch::run(args, &device),
+        Command::Ablate(args) => ablate::run(args, &device),
         Command::Bleu(args) => bleu::run(args),
         Command::Plot(args) => plot::run(args),
         Command::Average(args) => average::run(args, &device),

@@ -1291,3 +1291,143 @@ fn distill_keeps_the_teachers_translations_and_trains_a_student_on_them() {
     assert!(!root.join("shallow").exists());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn ablate_and_patch_a_trained_model_and_refuse_what_does_not_fit() {
+    let dir = trained_model("hooks");
+    let model = model_arg(&dir);
+
+    // Each head of the cross-attention, mean-ablated: one row per head (2 heads).
+    let json = dir.join("ablation.json");
+    let out = tf(&[
+        "ablate",
+        "--model",
+        model,
+        "--point",
+        "dec.0.cross.z",
+        "--each-head",
+        "--method",
+        "mean",
+        "--samples",
+        "8",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("mean ablation of dec.0.cross.z over 8 samples"),
+        "{}",
+        stdout(&out)
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert_eq!(rows[1]["selection"]["heads"][0], 1);
+    // Zero logits: every one of the task's 8 tokens (5 symbols, 3 specials) as likely.
+    let out = tf(&[
+        "ablate",
+        "--model",
+        model,
+        "--point",
+        "logits",
+        "--samples",
+        "4",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row = stdout(&out).lines().last().unwrap().to_string();
+    assert!(row.contains(&format!("{:.4}", -(8f64.ln()))), "{row}");
+
+    let patched = dir.join("patching");
+    let out = tf(&[
+        "patch",
+        "--model",
+        model,
+        "--clean",
+        "1 2 3",
+        "--corrupt",
+        "1 4 3",
+        "--out",
+        patched.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("patched runs"), "{}", stdout(&out));
+    let patching: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(patched.join("patching.json")).unwrap())
+            .unwrap();
+    assert_eq!(patching["clean_source"].as_array().unwrap().len(), 3);
+    assert_eq!(patching["heads"].as_array().unwrap().len(), 3);
+    for file in [
+        "encoder-residual.png",
+        "decoder-residual.svg",
+        "heads-cross.png",
+    ] {
+        assert!(patched.join(file).is_file(), "{file}");
+    }
+
+    for (args, expected) in [
+        (
+            vec!["ablate", "--model", model, "--point", "enc.0.mlp.out"],
+            "unknown hook point",
+        ),
+        (
+            vec!["ablate", "--model", model, "--point", "enc.3.attn.z"],
+            "layer 3 of 1",
+        ),
+        (
+            vec![
+                "ablate",
+                "--model",
+                model,
+                "--point",
+                "enc.0.attn.z",
+                "--heads",
+                "7",
+            ],
+            "head 7 of 2",
+        ),
+        (
+            vec![
+                "ablate",
+                "--model",
+                model,
+                "--point",
+                "enc.0.attn.pattern",
+                "--method",
+                "mean",
+            ],
+            "over pairs",
+        ),
+        (
+            vec![
+                "ablate",
+                "--model",
+                model,
+                "--point",
+                "enc.0.resid_mid",
+                "--each-head",
+            ],
+            "has no heads",
+        ),
+        (
+            vec![
+                "patch",
+                "--model",
+                model,
+                "--clean",
+                "1 2 3",
+                "--corrupt",
+                "1 2",
+            ],
+            "same number of tokens, not 3 and 2",
+        ),
+    ] {
+        let out = tf(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,11 +2,15 @@
 //!
 //! What the attention of a trained [`tf_model::Transformer`] does, and which heads matter:
 //!
+//! - [`ablation`]: zero, mean and resample ablation of any activation, by the change in the
+//!   references' log-probability.
 //! - [`attention_maps`]: the weights behind one decoded input, every layer and head, as
 //!   heatmaps (PNG and SVG), grids and JSON.
 //! - [`head_stats`]: per-head entropy, attention distance, max weight and cross-attention
 //!   alignment with a synthetic task's ground truth.
 //! - [`importance`]: head importance after Michel et al. (2019), and the least important heads.
+//! - [`patching`]: activation patching of a clean source into a corrupted one, per layer ×
+//!   position of the residual stream and per head.
 //! - [`prune`]: a sweep of accuracy against heads removed, in importance order.
 //! - [`curves`]: learning curves of one run or several, from their metrics logs.
 //! - [`plot`]: heatmaps and line plots with plotters and an embedded font.
@@ -16,11 +20,13 @@
 //! Built on `tf-train` (data, model directories, evaluation); the `tf` program's `attention`,
 //! `heads` and `prune` commands are thin layers over it.
 
+pub mod ablation;
 pub mod attention_maps;
 pub mod curves;
 pub mod error;
 pub mod head_stats;
 pub mod importance;
+pub mod patching;
 pub mod plot;
 pub mod prune;
 pub mod viewer;

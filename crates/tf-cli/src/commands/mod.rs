@@ -1,5 +1,6 @@
 //! One file per `tf` command: its arguments and what it does with the libraries.
 
+pub mod ablate;
 pub mod attention;
 pub mod average;
 pub mod bleu;
@@ -9,6 +10,7 @@ pub mod eval;
 pub mod heads;
 pub mod import_torch;
 pub mod length_penalty;
+pub mod patch;
 pub mod plot;
 pub mod predict;
 pub mod prune;
