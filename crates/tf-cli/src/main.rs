@@ -15,7 +15,7 @@ use tf_train::Backend;
 
 use crate::commands::{
     ablate, attention, average, bleu, data, distill, eval, heads, import_torch, length_penalty,
-    patch, plot, predict, prune, train, translate,
+    lens, patch, plot, predict, prune, train, translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -96,6 +96,9 @@ enum Command {
     /// Zero, mean or resample ablation of any activation (all of it, some heads or positions):
     /// the change in the references' log-probability.
     Ablate(ablate::AblateArgs),
+    /// The logit lens: each decoder layer's residual stream through the output projection, and
+    /// the rank of the finally chosen token there.
+    Lens(lens::LensArgs),
     /// Activation patching: rerun a corrupted source (one word swapped, say) with each layer ×
     /// position of the residual stream, and each head's output, taken from the clean source's
     /// run, and measure how much of the clean translation comes back.
@@ -186,6 +189,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => prune::run(args, &device),
         Command::Patch(args) => patch::run(args, &device),
         Command::Ablate(args) => ablate::run(args, &device),
+        Command::Lens(args) => lens::run(args, &device),
         Command::Bleu(args) => bleu::run(args),
         Command::Plot(args) => plot::run(args),
         Command::Average(args) => average::run(args, &device),

@@ -1364,6 +1364,14 @@ fn ablate_and_patch_a_trained_model_and_refuse_what_does_not_fit() {
         assert!(patched.join(file).is_file(), "{file}");
     }
 
+    let out = tf(&["lens", "--model", model, "1 2 3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("dec.0.resid_post"),
+        "{}",
+        stdout(&out)
+    );
+
     for (args, expected) in [
         (
             vec!["ablate", "--model", model, "--point", "enc.0.mlp.out"],

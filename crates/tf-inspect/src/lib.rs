@@ -9,6 +9,7 @@
 //! - [`head_stats`]: per-head entropy, attention distance, max weight and cross-attention
 //!   alignment with a synthetic task's ground truth.
 //! - [`importance`]: head importance after Michel et al. (2019), and the least important heads.
+//! - [`logit_lens`]: what each decoder layer would predict, and the rank of the final choice.
 //! - [`patching`]: activation patching of a clean source into a corrupted one, per layer ×
 //!   position of the residual stream and per head.
 //! - [`prune`]: a sweep of accuracy against heads removed, in importance order.
@@ -26,6 +27,7 @@ pub mod curves;
 pub mod error;
 pub mod head_stats;
 pub mod importance;
+pub mod logit_lens;
 pub mod patching;
 pub mod plot;
 pub mod prune;

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod heads;
 pub mod import_torch;
 pub mod length_penalty;
+pub mod lens;
 pub mod patch;
 pub mod plot;
 pub mod predict;
