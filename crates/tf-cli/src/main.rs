@@ -14,8 +14,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    ablate, attention, average, bleu, data, distill, eval, heads, import_torch, length_penalty,
-    lens, patch, plot, predict, prune, train, translate,
+    ablate, attention, attribute, average, bleu, data, distill, eval, heads, import_torch,
+    length_penalty, lens, patch, plot, predict, prune, train, translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -96,6 +96,9 @@ enum Command {
     /// Zero, mean or resample ablation of any activation (all of it, some heads or positions):
     /// the change in the references' log-probability.
     Ablate(ablate::AblateArgs),
+    /// Attributions of each generated token over the source and the target prefix: attention,
+    /// rollout, norm-based, gradient, gradient × input, integrated gradients.
+    Attribute(attribute::AttributeArgs),
     /// The logit lens: each decoder layer's residual stream through the output projection, and
     /// the rank of the finally chosen token there.
     Lens(lens::LensArgs),
@@ -189,6 +192,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => prune::run(args, &device),
         Command::Patch(args) => patch::run(args, &device),
         Command::Ablate(args) => ablate::run(args, &device),
+        Command::Attribute(args) => attribute::run(args, &device),
         Command::Lens(args) => lens::run(args, &device),
         Command::Bleu(args) => bleu::run(args),
         Command::Plot(args) => plot::run(args),

@@ -1364,6 +1364,33 @@ fn ablate_and_patch_a_trained_model_and_refuse_what_does_not_fit() {
         assert!(patched.join(file).is_file(), "{file}");
     }
 
+    for method in [
+        "attention",
+        "rollout",
+        "norm",
+        "gradient",
+        "gradient-x-input",
+        "integrated-gradients",
+    ] {
+        let json = dir.join(format!("{method}.json"));
+        let out = tf(&[
+            "attribute",
+            "--model",
+            model,
+            "--method",
+            method,
+            "1 2 3",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{method}: {}", stderr(&out));
+        let a: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(a["source_tokens"].as_array().unwrap().len(), 3, "{method}");
+        let rows = a["target_tokens"].as_array().unwrap().len();
+        assert_eq!(a["source"].as_array().unwrap().len(), rows, "{method}");
+    }
+
     let out = tf(&["lens", "--model", model, "1 2 3"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

@@ -13,6 +13,8 @@
 //! - [`patching`]: activation patching of a clean source into a corrupted one, per layer ×
 //!   position of the residual stream and per head.
 //! - [`prune`]: a sweep of accuracy against heads removed, in importance order.
+//! - [`attribution`]: each generated token's attributions over the source and the target
+//!   prefix: attention, rollout, norm-based, gradient, gradient × input, integrated gradients.
 //! - [`curves`]: learning curves of one run or several, from their metrics logs.
 //! - [`plot`]: heatmaps and line plots with plotters and an embedded font.
 //! - [`viewer`]: one self-contained HTML page to explore the attention of a decoding
@@ -23,8 +25,10 @@
 
 pub mod ablation;
 pub mod attention_maps;
+pub mod attribution;
 pub mod curves;
 pub mod error;
+pub mod forced;
 pub mod head_stats;
 pub mod importance;
 pub mod logit_lens;

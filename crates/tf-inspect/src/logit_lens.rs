@@ -2,15 +2,15 @@
 //! the final LayerNorm and the output projection, as if the decoder ended there, and the rank
 //! the finally chosen token has at each layer and position.
 
+use burn::tensor::Device;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 use tf_attention::hooks::{LayerSite, Stack};
 use tf_attention::{HookPoint, HookValue, Hooks};
-use tf_model::{GreedyOptions, Transformer};
-use tf_train::data::task::{BOS, EOS};
+use tf_model::Transformer;
 
 use crate::error::{InspectError, Result};
+use crate::forced::{Forced, forced, ids};
 
 /// What each decoder layer would predict.
 #[derive(Clone, Debug, Serialize)]
@@ -44,40 +44,20 @@ pub fn logit_lens(
     label: impl Fn(usize) -> String,
     device: &Device,
 ) -> Result<LogitLens> {
-    if source.is_empty() {
-        return Err(InspectError::Invalid("an empty source".into()));
-    }
-    let ids = |tokens: &[usize]| {
-        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len()]), device)
-    };
-    let src = ids(source);
-    let translation = match target {
-        Some(target) => target.to_vec(),
-        None => {
-            let max_output = max_output.min(model.max_len().saturating_sub(1));
-            let options = GreedyOptions::new(BOS, EOS, max_output);
-            model.greedy_decode(src.clone(), None, &options)?.remove(0)
-        }
-    };
-    let decoder_input: Vec<usize> = std::iter::once(BOS)
-        .chain(translation.iter().copied())
-        .collect();
-    if decoder_input.len() > model.max_len() {
-        return Err(InspectError::Invalid(format!(
-            "the translation has {} tokens, more than the model's {} positions allow",
-            translation.len(),
-            model.max_len()
-        )));
-    }
-    let output: Vec<usize> = translation.iter().copied().chain([EOS]).collect();
+    let Forced { prefix, output, .. } = forced(model, source, target, max_output, device)?;
     let n_layers = model.decoder.layers.len();
     let points: Vec<HookPoint> = (0..n_layers)
         .map(|l| HookPoint::layer(Stack::Decoder, l, LayerSite::ResidPost))
         .collect();
     let mut hooks = points.iter().fold(Hooks::none(), |h, p| h.cache(*p));
     model
-        .forward_hooked(src, ids(&decoder_input), None, None, &mut hooks)
+        .forward_hooked(
+            ids(source, device),
+            ids(&prefix, device),
+            None,
+            None,
+            &mut hooks,
+        )
         .map_err(|err| InspectError::Invalid(err.to_string()))?;
     let (mut ranks, mut probability, mut top) = (Vec::new(), Vec::new(), Vec::new());
     for point in &points {
@@ -109,7 +89,7 @@ pub fn logit_lens(
     let labels = |tokens: &[usize]| tokens.iter().map(|&t| label(t)).collect::<Vec<_>>();
     Ok(LogitLens {
         source: labels(source),
-        decoder_input: labels(&decoder_input),
+        decoder_input: labels(&prefix),
         output: labels(&output),
         layers: points.iter().map(ToString::to_string).collect(),
         ranks,

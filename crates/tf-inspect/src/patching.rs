@@ -14,15 +14,16 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use serde::Serialize;
 use tf_attention::hooks::{AttentionBlock, AttentionSite, LayerSite, Stack};
 use tf_attention::{HookPoint, Hooks, Patch, Replacement};
-use tf_model::{AttentionKind, GreedyOptions, Transformer};
-use tf_train::data::task::{BOS, EOS};
+use tf_model::{AttentionKind, Transformer};
+use tf_train::data::task::EOS;
 use tf_train::store::atomic::write_atomic;
 
 use crate::error::{InspectError, Result};
+use crate::forced::{Forced, forced, greedy, ids};
 use crate::plot::{self, Heatmap};
 
 /// What a run is measured by.
@@ -118,35 +119,15 @@ pub fn activation_patching(
             corrupt.len()
         )));
     }
-    let ids = |tokens: &[usize]| {
-        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len()]), device)
-    };
-    let (clean_src, corrupt_src) = (ids(clean), ids(corrupt));
-    // BOS and the translation must fit the decoder's positions.
-    let max_output = max_output.min(model.max_len().saturating_sub(1));
-    let greedy = |src: Tensor<2, Int>| -> Result<Vec<usize>> {
-        let options = GreedyOptions::new(BOS, EOS, max_output);
-        Ok(model.greedy_decode(src, None, &options)?.remove(0))
-    };
-    let clean_translation = match target {
-        Some(target) => target.to_vec(),
-        None => greedy(clean_src.clone())?,
-    };
-    let corrupt_translation = greedy(corrupt_src.clone())?;
-    let decoder_input: Vec<usize> = std::iter::once(BOS)
-        .chain(clean_translation.iter().copied())
-        .collect();
-    if decoder_input.len() > model.max_len() {
-        return Err(InspectError::Invalid(format!(
-            "the translation has {} tokens, more than the model's {} positions",
-            clean_translation.len(),
-            model.max_len()
-        )));
-    }
-    let expected: Vec<usize> = clean_translation.iter().copied().chain([EOS]).collect();
+    let (clean_src, corrupt_src) = (ids(clean, device), ids(corrupt, device));
+    let Forced {
+        translation: clean_translation,
+        prefix: decoder_input,
+        output: expected,
+    } = forced(model, clean, target, max_output, device)?;
+    let corrupt_translation = greedy(model, corrupt, max_output, device)?;
     let metric = metric_of(&expected, &corrupt_translation, &label);
-    let tgt = ids(&decoder_input);
+    let tgt = ids(&decoder_input, device);
     let (src_len, tgt_len) = (clean.len(), decoder_input.len());
 
     // The clean run keeps every activation that is patched.
@@ -393,7 +374,8 @@ impl Patching {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tf_model::TransformerConfig;
+    use tf_model::{GreedyOptions, TransformerConfig};
+    use tf_train::data::task::BOS;
 
     fn model(device: &Device) -> Transformer {
         device.seed(7);

@@ -255,7 +255,7 @@ impl Transformer {
     }
 
     /// The target embedding (the source one when shared).
-    pub(crate) fn tgt_embedding(&self) -> &ScaledEmbedding {
+    pub fn tgt_embedding(&self) -> &ScaledEmbedding {
         self.tgt_embedding.as_ref().unwrap_or(&self.src_embedding)
     }
 

@@ -7,12 +7,9 @@ use anyhow::Result;
 use burn::tensor::Device;
 use clap::Args;
 use tf_inspect::logit_lens::logit_lens;
-use tf_model::OutputLimit;
 use tf_train::store::atomic::write_atomic;
-use tf_train::store::model_dir::Dropout;
-use tf_train::{ModelDir, RunTask};
 
-use crate::commands::predict::{ensure_source_fits, parse_input};
+use crate::commands::codec::load_inspected;
 
 #[derive(Args, Debug)]
 pub struct LensArgs {
@@ -31,43 +28,16 @@ pub struct LensArgs {
 }
 
 pub fn run(args: LensArgs, device: &Device) -> Result<()> {
-    let dir = ModelDir::new(&args.model);
-    let (config, model) = dir.load_model(device, Dropout::Off)?;
-    let lens = match &config.task {
-        RunTask::Synthetic(task) => {
-            let source = parse_input(task, &model, &args.input)?;
-            let target = args.target.as_deref().map(|t| task.parse(t)).transpose()?;
-            let label = |id| task.token_label(id);
-            logit_lens(
-                &model,
-                &source,
-                target.as_deref(),
-                model.max_len(),
-                label,
-                device,
-            )?
-        }
-        RunTask::Translation(_) => {
-            let vocab = dir.load_vocabulary()?;
-            let source = vocab.encode(&args.input)?;
-            ensure_source_fits(&model, &source, "tokens")?;
-            let target = args
-                .target
-                .as_deref()
-                .map(|t| vocab.encode(t))
-                .transpose()?;
-            let max_output = OutputLimit::default().clamped(source.len(), model.max_len());
-            let label = |id| vocab.token(id);
-            logit_lens(
-                &model,
-                &source,
-                target.as_deref(),
-                max_output,
-                label,
-                device,
-            )?
-        }
-    };
+    let (model, codec) = load_inspected(&args.model, device)?;
+    let (source, target) = codec.source_and_target(&model, &args.input, args.target.as_deref())?;
+    let lens = logit_lens(
+        &model,
+        &source,
+        target.as_deref(),
+        codec.max_output(&model, source.len()),
+        |id| codec.label(id),
+        device,
+    )?;
     println!("input   {}", lens.source.join(" "));
     println!(
         "rank of the chosen token : the layer's own top token\n{}",

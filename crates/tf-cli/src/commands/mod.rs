@@ -2,8 +2,10 @@
 
 pub mod ablate;
 pub mod attention;
+pub mod attribute;
 pub mod average;
 pub mod bleu;
+pub mod codec;
 pub mod data;
 pub mod distill;
 pub mod eval;

@@ -9,11 +9,8 @@ use anyhow::Result;
 use burn::tensor::Device;
 use clap::Args;
 use tf_inspect::patching::{PatchMetric, activation_patching};
-use tf_model::OutputLimit;
-use tf_train::store::model_dir::Dropout;
-use tf_train::{ModelDir, RunTask};
 
-use crate::commands::predict::{ensure_source_fits, parse_input};
+use crate::commands::codec::load_inspected;
 
 #[derive(Args, Debug)]
 pub struct PatchArgs {
@@ -38,47 +35,24 @@ pub struct PatchArgs {
 }
 
 pub fn run(args: PatchArgs, device: &Device) -> Result<()> {
-    let dir = ModelDir::new(&args.model);
-    let (config, model) = dir.load_model(device, Dropout::Off)?;
+    let (model, codec) = load_inspected(&args.model, device)?;
     let started = Instant::now();
-    let patching = match &config.task {
-        RunTask::Synthetic(task) => {
-            let clean = parse_input(task, &model, &args.clean)?;
-            let corrupt = parse_input(task, &model, &args.corrupt)?;
-            let target = args.target.as_deref().map(|t| task.parse(t)).transpose()?;
-            activation_patching(
-                &model,
-                &clean,
-                &corrupt,
-                target.as_deref(),
-                model.max_len(),
-                |id| task.token_label(id),
-                device,
-            )?
-        }
-        RunTask::Translation(_) => {
-            let vocab = dir.load_vocabulary()?;
-            let clean = vocab.encode(&args.clean)?;
-            let corrupt = vocab.encode(&args.corrupt)?;
-            ensure_source_fits(&model, &clean, "tokens")?;
-            ensure_source_fits(&model, &corrupt, "tokens")?;
-            let target = args
-                .target
-                .as_deref()
-                .map(|t| vocab.encode(t))
-                .transpose()?;
-            let max_output = OutputLimit::default().clamped(clean.len(), model.max_len());
-            activation_patching(
-                &model,
-                &clean,
-                &corrupt,
-                target.as_deref(),
-                max_output,
-                |id| vocab.token(id),
-                device,
-            )?
-        }
-    };
+    let clean = codec.source(&model, &args.clean)?;
+    let corrupt = codec.source(&model, &args.corrupt)?;
+    let target = args
+        .target
+        .as_deref()
+        .map(|t| codec.target(t))
+        .transpose()?;
+    let patching = activation_patching(
+        &model,
+        &clean,
+        &corrupt,
+        target.as_deref(),
+        codec.max_output(&model, clean.len()),
+        |id| codec.label(id),
+        device,
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     println!("clean    {}", patching.clean_source.join(" "));
     println!("corrupt  {}", patching.corrupt_source.join(" "));
