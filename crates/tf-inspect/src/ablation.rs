@@ -153,8 +153,8 @@ pub fn ablation_study(
             (0..sentences.len())
                 .map(|i| {
                     let donors: Vec<usize> = (0..sentences.len())
-                        .filter(|&j| j != i && axis_len(&sentences[j]) == axis_len(&sentences[i]))
-                        .filter(|&j| kept[j].dims() == kept[i].dims())
+                        // Same shape: the same length on the point's position axis.
+                        .filter(|&j| j != i && kept[j].dims() == kept[i].dims())
                         .collect();
                     donors
                         .choose(&mut rng)
