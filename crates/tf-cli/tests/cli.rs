@@ -1368,6 +1368,8 @@ fn ablate_and_patch_a_trained_model_and_refuse_what_does_not_fit() {
         "attention",
         "rollout",
         "norm",
+        "alti+",
+        "value-zeroing",
         "gradient",
         "gradient-x-input",
         "integrated-gradients",

@@ -14,7 +14,8 @@
 //!   position of the residual stream and per head.
 //! - [`prune`]: a sweep of accuracy against heads removed, in importance order.
 //! - [`attribution`]: each generated token's attributions over the source and the target
-//!   prefix: attention, rollout, norm-based, gradient, gradient × input, integrated gradients.
+//!   prefix: attention, rollout, norm-based, ALTI+, value zeroing, gradient, gradient × input,
+//!   integrated gradients.
 //! - [`curves`]: learning curves of one run or several, from their metrics logs.
 //! - [`plot`]: heatmaps and line plots with plotters and an embedded font.
 //! - [`viewer`]: one self-contained HTML page to explore the attention of a decoding

@@ -20,6 +20,12 @@ enum Method {
     Rollout,
     /// Norm-based: ‖α f(x)‖ of the last layer (Kobayashi et al., 2020).
     Norm,
+    /// ALTI+: each prediction's source and prefix shares through every layer (Ferrando et al., 2022).
+    #[value(name = "alti+", alias = "alti")]
+    AltiPlus,
+    /// Value zeroing: how far each layer's output moves without one position's values
+    /// (Mohebbi et al., 2023), composed through the layers.
+    ValueZeroing,
     /// Gradient norm w.r.t. the scaled token embeddings.
     Gradient,
     /// ‖gradient ⊙ input‖.
@@ -55,6 +61,8 @@ pub fn run(args: AttributeArgs, device: &Device) -> Result<()> {
         Method::Attention => AttributionMethod::Attention,
         Method::Rollout => AttributionMethod::Rollout,
         Method::Norm => AttributionMethod::Norm,
+        Method::AltiPlus => AttributionMethod::AltiPlus,
+        Method::ValueZeroing => AttributionMethod::ValueZeroing,
         Method::Gradient => AttributionMethod::Gradient,
         Method::GradientXInput => AttributionMethod::GradientTimesInput,
         Method::IntegratedGradients => AttributionMethod::IntegratedGradients { steps: args.steps },
@@ -77,7 +85,7 @@ pub fn run(args: AttributeArgs, device: &Device) -> Result<()> {
         &device,
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    print_table(&attribution, method.needs_gradients());
+    print_table(&attribution, method.gives_shares());
     println!("{} in {seconds:.2} s", attribution.method);
     if let Some(path) = &args.json {
         write_atomic(path, serde_json::to_string_pretty(&attribution)?.as_bytes())?;
@@ -87,7 +95,7 @@ pub fn run(args: AttributeArgs, device: &Device) -> Result<()> {
 }
 
 /// One row per generated token: the source token it draws on most and, for the methods whose
-/// rows are shares of one prediction (the gradient ones), the source's share.
+/// rows are shares of one prediction, the source's share.
 fn print_table(a: &Attribution, shares: bool) {
     println!("{:<14} {:>12}  most from", "token", "source share");
     for (t, token) in a.target_tokens.iter().enumerate() {

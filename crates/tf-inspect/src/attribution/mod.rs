@@ -9,25 +9,34 @@
 //! - [`Norm`](AttributionMethod::Norm) (Kobayashi et al., 2020): `‖Σ_h α_h f_h(x_j)‖`, the norm
 //!   of what each key position adds to the last layer's attention output (`f_h(x_j) = v_hj
 //!   W^O_h`), not only how much it is looked at.
+//! - [`AltiPlus`](AttributionMethod::AltiPlus) (Ferrando et al., 2022): every attention block's
+//!   output decomposed into one term per input position, scored by closeness, composed through
+//!   the encoder and decoder into the source and prefix shares of each prediction.
+//! - [`ValueZeroing`](AttributionMethod::ValueZeroing) (Mohebbi et al., 2023): how far each
+//!   layer's output moves when one position's value vectors are zeroed, composed as ALTI+
+//!   composes.
 //! - [`Gradient`](AttributionMethod::Gradient), [`GradientTimesInput`](AttributionMethod::GradientTimesInput)
 //!   and [`IntegratedGradients`](AttributionMethod::IntegratedGradients) (Sundararajan et al.,
 //!   2017; baseline: zero token embeddings, positions kept): of the chosen token's
 //!   log-probability with respect to the scaled token embeddings, L2 norm over `d_model`.
 //!
 //! Attention, rollout and norm rows sum to 1 over the source and, separately, over the prefix;
-//! the gradient methods' rows sum to 1 over source and prefix together (shares of one
-//! prediction). A row's prefix is the decoder input up to its position (BOS first); the
+//! the rows of ALTI+, value zeroing and the gradient methods sum to 1 over source and prefix
+//! together (shares of one prediction, [`AttributionMethod::gives_shares`]). A row's prefix is the decoder input up to its position (BOS first); the
 //! positions after it are 0.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 use tf_attention::hooks::{AttentionBlock, AttentionSite, Stack};
-use tf_attention::{HookPoint, HookValue, Hooks, Patch, Replacement};
+use tf_attention::{HookPoint, HookValue, Hooks, MultiHeadAttention, Patch, Replacement};
 use tf_model::Transformer;
 
 use crate::error::{InspectError, Result};
 use crate::forced::{Forced, forced, ids};
+
+mod alti;
+mod value_zeroing;
 
 /// How contributions are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +47,10 @@ pub enum AttributionMethod {
     Rollout,
     /// Norm-based (attention weight × transformed value).
     Norm,
+    /// ALTI+: source and prefix contributions through every layer.
+    AltiPlus,
+    /// Value zeroing, composed through every layer.
+    ValueZeroing,
     /// Gradient norm.
     Gradient,
     /// Norm of gradient ⊙ input.
@@ -56,10 +69,18 @@ impl AttributionMethod {
             Self::Attention => "attention",
             Self::Rollout => "rollout",
             Self::Norm => "norm",
+            Self::AltiPlus => "alti+",
+            Self::ValueZeroing => "value-zeroing",
             Self::Gradient => "gradient",
             Self::GradientTimesInput => "gradient-x-input",
             Self::IntegratedGradients { .. } => "integrated-gradients",
         }
+    }
+
+    /// Whether each row is a share of one prediction, summing to 1 over the source and the
+    /// prefix together (otherwise it sums to 1 over each apart).
+    pub fn gives_shares(&self) -> bool {
+        !matches!(self, Self::Attention | Self::Rollout | Self::Norm)
     }
 
     /// Whether the method needs the model on an autodiff device.
@@ -131,6 +152,10 @@ pub fn attribute(
             }
         }
         AttributionMethod::Norm => norm_based(model, src, tgt)?,
+        AttributionMethod::AltiPlus => alti::alti_plus(model, src, tgt)?,
+        AttributionMethod::ValueZeroing => {
+            value_zeroing::value_zeroing(model, source, &prefix, device)?
+        }
         AttributionMethod::Gradient => {
             gradients(model, source, &prefix, &output, 1, false, device)?
         }
@@ -153,10 +178,10 @@ pub fn attribute(
 }
 
 /// Source rows and prefix rows: `[target token][source token]`, `[target token][prefix position]`.
-type Rows = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+pub(crate) type Rows = (Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 /// A `[1, rows, columns]` (or `[1, 1, rows, columns]`) tensor as rows.
-fn matrix<const D: usize>(t: Tensor<D>) -> Vec<Vec<f32>> {
+pub(crate) fn matrix<const D: usize>(t: Tensor<D>) -> Vec<Vec<f32>> {
     let dims = t.dims();
     let columns = dims[D - 1];
     t.into_data()
@@ -199,8 +224,53 @@ fn rollout(layers: impl Iterator<Item = Vec<Vec<f32>>>) -> Vec<Vec<f32>> {
     result.unwrap_or_default()
 }
 
+/// The `n × n` identity.
+fn identity(n: usize) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+        .collect()
+}
+
+/// What one decoder layer's output at each position draws on: the layer's input at each prefix
+/// position and each encoder output; each row sums to 1 over both.
+pub(crate) struct DecoderLayerShares {
+    /// `[position][prefix position]`.
+    pub prefix: Vec<Vec<f32>>,
+    /// `[position][source position]`.
+    pub source: Vec<Vec<f32>>,
+}
+
+/// Per-layer contributions composed into each prediction's shares of the source tokens and the
+/// target prefix, as ALTI+ composes them: the encoder's layers multiply (`R = C_L ⋯ C_1`, over
+/// the source tokens), and each decoder layer maps the shares `M` of its input to
+/// `prefix · M + source · R` (the source part through the encoder). Rows that sum to 1 in every
+/// layer give rows that sum to 1.
+pub(crate) fn compose(
+    encoder: Vec<Vec<Vec<f32>>>,
+    decoder: Vec<DecoderLayerShares>,
+    s_len: usize,
+    t_len: usize,
+) -> Rows {
+    let mut through_encoder = identity(s_len);
+    for layer in encoder {
+        through_encoder = product(&layer, &through_encoder);
+    }
+    let mut source = vec![vec![0.0; s_len]; t_len];
+    let mut target = identity(t_len);
+    for layer in decoder {
+        let direct = product(&layer.source, &through_encoder);
+        source = product(&layer.prefix, &source)
+            .into_iter()
+            .zip(direct)
+            .map(|(a, b)| a.into_iter().zip(b).map(|(x, y)| x + y).collect())
+            .collect();
+        target = product(&layer.prefix, &target);
+    }
+    (source, target)
+}
+
 /// Each row divided by its sum (left as it is when the sum is 0).
-fn normalised(rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+pub(crate) fn normalised(rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
     rows.into_iter()
         .map(|row| {
             let sum: f32 = row.iter().sum();
@@ -232,32 +302,67 @@ fn norm_based(model: &Transformer, src: Tensor<2, Int>, tgt: Tensor<2, Int>) -> 
     model
         .forward_hooked(src, tgt, None, None, &mut hooks)
         .map_err(|err| InspectError::Invalid(err.to_string()))?;
-    let rank4 = |p: HookPoint| match hooks.cached(&p) {
-        Some(HookValue::Rank4(t)) => t.clone(),
-        _ => unreachable!("attention tensors are kept as rank 4"),
-    };
+    let rank4 = |p: HookPoint| kept4(&hooks, p);
     let mut out = Vec::new();
     for (block, mha) in &blocks {
-        let pattern = rank4(point(*block, AttentionSite::Pattern)); // [1, h, q, k]
-        let value = rank4(point(*block, AttentionSite::Value)); // [1, h, k, d_k]
-        let [_, h, q, k] = pattern.dims();
-        let d_k = mha.d_k;
-        let d_model = mha.out_proj.weight.dims()[1];
-        let w_o = mha.out_proj.weight.val().reshape([1, h, d_k, d_model]);
-        let transformed = value.matmul(w_o); // [1, h, k, d_model]: f_h(x_j)
-        let weighted = pattern
-            .reshape([1, h, q, k, 1])
-            .expand([1, h, q, k, d_model])
-            * transformed
-                .reshape([1, h, 1, k, d_model])
-                .expand([1, h, q, k, d_model]);
-        let summed = weighted.sum_dim(1).reshape([q, k, d_model]);
-        let norms = summed.powi_scalar(2).sum_dim(2).sqrt().reshape([q, k]);
+        let pattern = rank4(point(*block, AttentionSite::Pattern));
+        let value = rank4(point(*block, AttentionSite::Value));
+        let [_, _, q, k] = pattern.dims();
+        let mixed = weighted_values(pattern, value, mha); // [q, k, d_model]
+        let norms = mixed.powi_scalar(2).sum_dim(2).sqrt().reshape([q, k]);
         out.push(normalised(matrix(norms)));
     }
     let target = out.pop().expect("two blocks");
     let source = out.pop().expect("two blocks");
     Ok((source, target))
+}
+
+/// The rank-3 tensor `hooks` kept at `point`.
+///
+/// # Panics
+/// If it was not asked to be kept: a bug of the caller.
+pub(crate) fn kept3(hooks: &Hooks, point: HookPoint) -> Tensor<3> {
+    match hooks.cached(&point) {
+        Some(HookValue::Rank3(t)) => t.clone(),
+        _ => unreachable!("{point} is kept as rank 3"),
+    }
+}
+
+/// The rank-4 tensor `hooks` kept at `point`.
+///
+/// # Panics
+/// If it was not asked to be kept: a bug of the caller.
+pub(crate) fn kept4(hooks: &Hooks, point: HookPoint) -> Tensor<4> {
+    match hooks.cached(&point) {
+        Some(HookValue::Rank4(t)) => t.clone(),
+        _ => unreachable!("{point} is kept as rank 4"),
+    }
+}
+
+/// `Σ_h α_h,ij f_h(x_j)` with `f_h(x_j) = v_h,j W^O_h`: what key position `j` adds to query
+/// position `i`'s attention output (the output bias left out), for a batch of one.
+///
+/// # Shapes
+/// - `pattern`: `[1, heads, q_len, k_len]`
+/// - `value`: `[1, heads, k_len, d_k]`
+/// - returns `[q_len, k_len, d_model]`
+pub(crate) fn weighted_values(
+    pattern: Tensor<4>,
+    value: Tensor<4>,
+    mha: &MultiHeadAttention,
+) -> Tensor<3> {
+    let [_, h, q, k] = pattern.dims();
+    let d_k = mha.d_k;
+    let d_model = mha.out_proj.weight.dims()[1];
+    let w_o = mha.out_proj.weight.val().reshape([1, h, d_k, d_model]);
+    let transformed = value.matmul(w_o); // [1, h, k, d_model]: f_h(x_j)
+    let weighted = pattern
+        .reshape([1, h, q, k, 1])
+        .expand([1, h, q, k, d_model])
+        * transformed
+            .reshape([1, h, 1, k, d_model])
+            .expand([1, h, q, k, d_model]);
+    weighted.sum_dim(1).reshape([q, k, d_model])
 }
 
 /// Gradient-based attributions: the gradient of each output token's log-probability with
@@ -408,6 +513,8 @@ mod tests {
             AttributionMethod::Attention,
             AttributionMethod::Rollout,
             AttributionMethod::Norm,
+            AttributionMethod::AltiPlus,
+            AttributionMethod::ValueZeroing,
             AttributionMethod::Gradient,
             AttributionMethod::GradientTimesInput,
             AttributionMethod::IntegratedGradients { steps: 8 },
@@ -428,7 +535,8 @@ mod tests {
                     a.method
                 );
                 let (s_sum, p_sum): (f32, f32) = (s.iter().sum(), p.iter().sum());
-                if method.needs_gradients() {
+                assert!(s.iter().chain(p).all(|&x| x <= 1.0 + 1e-6), "{}", a.method);
+                if method.gives_shares() {
                     assert!((s_sum + p_sum - 1.0).abs() <= 1e-4, "{}", a.method);
                 } else {
                     assert!(
@@ -448,6 +556,35 @@ mod tests {
         assert_eq!(rollout([a.clone()].into_iter()), [[0.5, 0.5], [0.5, 0.5]]);
         let identity = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
         assert_eq!(rollout([a, identity].into_iter()), [[0.5, 0.5], [0.5, 0.5]]);
+    }
+
+    #[test]
+    fn composition_by_hand() {
+        // Encoder: R = C₂·C₁ with C₁ = [[1, 0], [0.5, 0.5]], C₂ = [[0, 1], [1, 0]] = [[0.5, 0.5],
+        // [1, 0]]. Decoder layer 1 (one position): 0.4 of its input, 0.6 of encoder output 1,
+        // so M = 0.4·[0 | 1] + 0.6·[1, 0 | 0]; layer 2: half of that, half of encoder output 0:
+        // source 0.5·0.6·[1, 0] + 0.5·[0.5, 0.5] = [0.55, 0.25], prefix 0.5·0.4 = 0.2.
+        let encoder = vec![
+            vec![vec![1.0, 0.0], vec![0.5, 0.5]],
+            vec![vec![0.0, 1.0], vec![1.0, 0.0]],
+        ];
+        let decoder = vec![
+            DecoderLayerShares {
+                prefix: vec![vec![0.4]],
+                source: vec![vec![0.0, 0.6]],
+            },
+            DecoderLayerShares {
+                prefix: vec![vec![0.5]],
+                source: vec![vec![1.0 - 0.5, 0.0]],
+            },
+        ];
+        let (source, target) = compose(encoder, decoder, 2, 1);
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        assert!(
+            close(source[0][0], 0.55) && close(source[0][1], 0.25),
+            "{source:?}"
+        );
+        assert!(close(target[0][0], 0.2), "{target:?}");
     }
 
     #[test]
