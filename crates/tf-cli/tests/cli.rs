@@ -352,6 +352,71 @@ fn attention_heads_and_prune_inspect_a_trained_model() {
         "{}",
         data.info.model
     );
+    // Every attribution method but integrated gradients, of the same decoding.
+    let methods: Vec<&str> = data
+        .attributions
+        .iter()
+        .map(|a| a.method.as_str())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "attention",
+            "rollout",
+            "norm",
+            "alti+",
+            "value-zeroing",
+            "gradient",
+            "gradient-x-input"
+        ]
+    );
+    for a in &data.attributions {
+        assert_eq!(a.source_tokens, ["1", "2", "3"], "{}", a.method);
+        // Each row predicts the next prefix token: the decoding the page shows, EOS last.
+        let n = a.rows.len();
+        assert_eq!(a.prefix_tokens.len(), n, "{}", a.method);
+        assert_eq!(a.prefix_tokens[1..], a.rows[..n - 1], "{}", a.method);
+        let steps = data.decoder_input.len();
+        assert_eq!(
+            a.prefix_tokens[..steps],
+            data.decoder_input[..],
+            "{}",
+            a.method
+        );
+    }
+    // Chosen ones only, or none.
+    let out = tf(&[
+        "attention",
+        "--model",
+        model,
+        "1 2 3",
+        "--html",
+        page_path.to_str().unwrap(),
+        "--attributions",
+        "alti+,integrated-gradients",
+        "--steps",
+        "4",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = ViewerData::from_page(&std::fs::read_to_string(&page_path).unwrap()).unwrap();
+    let methods: Vec<&str> = data
+        .attributions
+        .iter()
+        .map(|a| a.method.as_str())
+        .collect();
+    assert_eq!(methods, ["alti+", "integrated-gradients"]);
+    let out = tf(&[
+        "attention",
+        "--model",
+        model,
+        "1 2 3",
+        "--html",
+        page_path.to_str().unwrap(),
+        "--no-attributions",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = ViewerData::from_page(&std::fs::read_to_string(&page_path).unwrap()).unwrap();
+    assert!(data.attributions.is_empty());
     // Neither --out nor --html: the pictures go into the model directory.
     let out = tf(&["attention", "--model", model, "1 2 3"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -8,6 +8,9 @@
 //    in the head view.
 //  - Matrix: the selected head as a heatmap with token labels (for cross-attention, an
 //    alignment matrix of output against source).
+//  - Attributions (when the page has them): each generated token against the source tokens and
+//    the target prefix, by the chosen method, coloured relative to the matrix's largest value,
+//    with the source's share of each prediction for the methods whose rows are shares.
 //
 // The state (kind, layer, heads shown, selected head, view) lives in the URL's hash, so a view
 // can be linked to, and tests can open a page in a given state.
@@ -88,7 +91,13 @@ const state = {
   view: 'head',       // 'head' or 'model'
   focus: null,        // {side: 'query' | 'key', index} while a token is hovered or clicked
   pinned: false,      // whether the focus came from a click (and stays)
+  method: null,       // the attribution method shown
 };
+
+/** The attributions the page holds (none in pages written without them). */
+function attributions() {
+  return DATA.attributions || [];
+}
 
 function headCount() {
   const b = block(state.kind, state.layer);
@@ -106,6 +115,8 @@ function clampState() {
   state.heads = new Set([...state.heads].filter((h) => h >= 0 && h < n));
   if (state.heads.size === 0) for (let h = 0; h < n; h++) state.heads.add(h);
   if (!(state.selected >= 0 && state.selected < n)) state.selected = 0;
+  const methods = attributions().map((a) => a.method);
+  if (!methods.includes(state.method)) state.method = methods[0] || null;
 }
 
 /** Reads `#kind=cross&layer=1&heads=0,2&head=0&view=model`. */
@@ -119,13 +130,15 @@ function readHash() {
   if (params.has('head')) state.selected = Number(params.get('head'));
   else if (params.has('heads') && state.heads.size === 1) state.selected = [...state.heads][0];
   if (params.get('view') === 'model') state.view = 'model';
+  if (params.has('method')) state.method = params.get('method');
   clampState();
 }
 
 function writeHash() {
   const heads = [...state.heads].sort((a, b) => a - b).join(',');
   const hash = `kind=${state.kind}&layer=${state.layer}&heads=${heads}` +
-    `&head=${state.selected}&view=${state.view}`;
+    `&head=${state.selected}&view=${state.view}` +
+    (state.method ? `&method=${encodeURIComponent(state.method)}` : '');
   history.replaceState(null, '', `#${hash}`);
 }
 
@@ -324,6 +337,58 @@ function drawMatrix() {
   return svg;
 }
 
+/** The chosen attribution: output tokens (rows) against the source tokens, then the prefix. */
+function drawAttribution() {
+  const a = attributions().find((x) => x.method === state.method);
+  if (!a) return null;
+  const cell = 18;
+  const gap = cell;  // between the source and the prefix columns
+  const columns = [...a.source_tokens, ...a.prefix_tokens];
+  const x = (j) => j < a.source_tokens.length ? j * cell : j * cell + gap;
+  const left = Math.max(40, ...a.rows.map(textWidth)) + 8;
+  const top = Math.max(40, ...columns.map(textWidth)) + 30;
+  const largest = Math.max(1, ...a.source.flat(), ...a.target.flat());
+  const title = `${a.method}: what each output token draws on` +
+    (a.shares ? ' (shares of the prediction)' : ' (source and prefix normalised apart)');
+  const shareWidth = a.shares ? 60 : 0;
+  const width = Math.max(left + x(columns.length) + shareWidth, 1.1 * textWidth(title)) + 10;
+  const height = top + cell * a.rows.length + 30;
+  const svg = svgRoot(width, height, title);
+  svg.id = 'attribution-svg';
+  svg.dataset.method = a.method;
+  svg.appendChild(svgElement('text', { x: 0, y: 16, 'font-weight': 'bold' }, title));
+  columns.forEach((token, j) => {
+    const cx = left + x(j) + cell / 2 + 4;
+    svg.appendChild(svgElement('text', { class: 'column', x: cx, y: top - 6,
+      transform: `rotate(-60 ${cx} ${top - 6})`, 'font-size': 11 }, token));
+  });
+  const cells = svgElement('g', { 'shape-rendering': 'crispEdges' });
+  svg.appendChild(cells);
+  a.rows.forEach((token, i) => {
+    const y = top + i * cell;
+    svg.appendChild(svgElement('text', { class: 'row', x: left - 6, y: y + cell / 2 + 4,
+      'text-anchor': 'end', 'font-size': 11 }, token));
+    const values = [...a.source[i], ...a.target[i]];
+    values.forEach((value, j) => {
+      const rect = svgElement('rect', { class: 'cell', x: left + x(j), y, width: cell,
+        height: cell, fill: viridis(value / largest) });
+      rect.appendChild(svgElement('title', {}, `${token} ← ${columns[j]}: ${weight(value).toFixed(4)}`));
+      cells.appendChild(rect);
+    });
+    if (a.shares) {
+      const source = a.source[i].reduce((sum, v) => sum + v, 0);
+      const total = source + a.target[i].reduce((sum, v) => sum + v, 0);
+      svg.appendChild(svgElement('text', { class: 'share', x: left + x(columns.length) + 8,
+        y: y + cell / 2 + 4, 'font-size': 11 }, (source / Math.max(total, 1)).toFixed(2)));
+    }
+  });
+  const foot = top + cell * a.rows.length + 20;
+  svg.appendChild(svgElement('text', { x: left, y: foot, 'font-size': 11, fill: '#5f5f5f' },
+    `source | target prefix; brightest = ${weight(largest).toFixed(3)}` +
+    (a.shares ? '; right: source share' : '')));
+  return svg;
+}
+
 // ---- Controls --------------------------------------------------------------------------------
 
 function drawHeadList() {
@@ -368,6 +433,12 @@ function syncControls() {
   layer.value = `${state.layer}`;
   document.getElementById('show-head-view').setAttribute('aria-pressed', state.view === 'head');
   document.getElementById('show-model-view').setAttribute('aria-pressed', state.view === 'model');
+  const method = document.getElementById('method');
+  if (method.options.length !== attributions().length) {
+    method.replaceChildren(...attributions().map((a) => new Option(a.method, a.method)));
+  }
+  method.value = state.method || '';
+  document.getElementById('attribution').hidden = attributions().length === 0;
 }
 
 function render() {
@@ -377,6 +448,8 @@ function render() {
   const view = document.getElementById('view');
   view.replaceChildren(state.view === 'head' ? drawHeadView() : drawModelView());
   document.getElementById('matrix').replaceChildren(drawMatrix());
+  const attribution = drawAttribution();
+  document.getElementById('attribution-view').replaceChildren(...(attribution ? [attribution] : []));
   if (state.focus) focusToken(state.focus.side, state.focus.index);
   writeHash();
   document.body.dataset.ready = 'true';
@@ -448,6 +521,10 @@ function start() {
   });
   document.getElementById('show-model-view').addEventListener('click', () => {
     state.view = 'model';
+    render();
+  });
+  document.getElementById('method').addEventListener('change', (e) => {
+    state.method = e.target.value;
     render();
   });
   document.getElementById('export').addEventListener('click', exportView);

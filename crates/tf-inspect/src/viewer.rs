@@ -1,7 +1,9 @@
 //! The interactive attention viewer: one self-contained HTML page (data, script and styles
 //! inline, nothing fetched) with a head view (a layer's heads as coloured links between two
 //! token columns), a model view (every layer × head as a thumbnail), the selected head as an
-//! alignment matrix, per-head statistics, SVG export and keyboard use.
+//! alignment matrix, per-head statistics, SVG export and keyboard use; and, when given
+//! ([`ViewerData::with_attributions`]), each output token's attributions by every method
+//! asked, beside the attention.
 //!
 //! The page holds every weight of the decoding once, as integers in ten-thousandths: for `L_e`
 //! encoder and `L_d` decoder layers of `H` heads, a source of `S` tokens and `T` decoder steps,
@@ -20,6 +22,7 @@ use tf_train::store::atomic::write_atomic;
 use tf_train::{RunConfig, RunTask};
 
 use crate::attention_maps::AttentionMaps;
+use crate::attribution::{Attribution, AttributionMethod};
 use crate::error::{InspectError, Result};
 use crate::head_stats::sentence_statistics;
 
@@ -77,6 +80,45 @@ pub struct ViewerBlock {
     pub stats: Vec<SentenceHeadStats>,
 }
 
+/// One attribution method's rows, as the page holds them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewerAttribution {
+    /// The method's name (`alti+`, …).
+    pub method: String,
+    /// Whether each row is a share of one prediction over the source and the prefix together.
+    pub shares: bool,
+    /// The generated tokens, EOS last (rows).
+    pub rows: Vec<String>,
+    /// The source tokens (columns of `source`).
+    pub source_tokens: Vec<String>,
+    /// The decoder input, BOS first (columns of `target`).
+    pub prefix_tokens: Vec<String>,
+    /// `source[row][source token]` in units of `1 / WEIGHT_SCALE`.
+    pub source: Vec<Vec<u16>>,
+    /// `target[row][prefix position]` in units of `1 / WEIGHT_SCALE`.
+    pub target: Vec<Vec<u16>>,
+}
+
+impl ViewerAttribution {
+    /// `attribution`, computed by `method`, as the page holds it.
+    pub fn new(method: AttributionMethod, attribution: &Attribution) -> Self {
+        let quantized = |rows: &[Vec<f32>]| -> Vec<Vec<u16>> {
+            rows.iter()
+                .map(|row| row.iter().map(|&w| quantize(w)).collect())
+                .collect()
+        };
+        Self {
+            method: attribution.method.clone(),
+            shares: method.gives_shares(),
+            rows: attribution.target_tokens.clone(),
+            source_tokens: attribution.source_tokens.clone(),
+            prefix_tokens: attribution.prefix_tokens.clone(),
+            source: quantized(&attribution.source),
+            target: quantized(&attribution.target),
+        }
+    }
+}
+
 /// Everything the page embeds, as JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ViewerData {
@@ -92,6 +134,9 @@ pub struct ViewerData {
     pub threshold: f32,
     /// Encoder self-attention per layer, then decoder self-attention, then cross-attention.
     pub blocks: Vec<ViewerBlock>,
+    /// Attributions of the same decoding, by method (none unless asked).
+    #[serde(default)]
+    pub attributions: Vec<ViewerAttribution>,
 }
 
 impl ViewerData {
@@ -133,7 +178,14 @@ impl ViewerData {
             scale: WEIGHT_SCALE,
             threshold: LINK_THRESHOLD,
             blocks,
+            attributions: Vec::new(),
         }
+    }
+
+    /// The page with these attributions of the same decoding shown beside the attention.
+    pub fn with_attributions(mut self, attributions: Vec<ViewerAttribution>) -> Self {
+        self.attributions = attributions;
+        self
     }
 
     /// The whole page: the template with the styles, the script and this data inlined.
@@ -220,6 +272,35 @@ mod tests {
             source_text: "3 1 4".into(),
             output_text: "4 1 3".into(),
         }
+    }
+
+    #[test]
+    fn attributions_go_in_quantized_and_come_back() {
+        let attribution = Attribution {
+            method: "alti+".into(),
+            source_tokens: vec!["3".into(), "1".into()],
+            target_tokens: vec!["1".into(), "<eos>".into()],
+            prefix_tokens: vec!["<bos>".into(), "1".into()],
+            source: vec![vec![0.75, 0.125], vec![0.5, 0.25]],
+            target: vec![vec![0.125, 0.0], vec![0.0625, 0.1875]],
+        };
+        let shown = ViewerAttribution::new(AttributionMethod::AltiPlus, &attribution);
+        assert!(shown.shares);
+        assert_eq!(shown.source, [[7500, 1250], [5000, 2500]]);
+        assert_eq!(shown.target, [[1250, 0], [625, 1875]]);
+        let page = ViewerData::new(&tiny_maps(), info())
+            .with_attributions(vec![shown.clone()])
+            .page()
+            .unwrap();
+        assert_eq!(ViewerData::from_page(&page).unwrap().attributions, [shown]);
+        // A page written without attributions reads back with none.
+        let page = ViewerData::new(&tiny_maps(), info()).page().unwrap();
+        assert!(
+            ViewerData::from_page(&page)
+                .unwrap()
+                .attributions
+                .is_empty()
+        );
     }
 
     #[test]

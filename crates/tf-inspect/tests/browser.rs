@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use regex::Regex;
 use tf_inspect::attention_maps::AttentionMaps;
-use tf_inspect::viewer::{ViewerData, ViewerInfo, model_summary};
+use tf_inspect::attribution::{AttributionMethod, attribute};
+use tf_inspect::viewer::{ViewerAttribution, ViewerData, ViewerInfo, model_summary};
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, Task, TaskKind};
 
@@ -128,7 +129,23 @@ fn page(dir: &Path) -> (PathBuf, ViewerData) {
         source_text: input.into(),
         output_text: task.format(&maps.output_ids),
     };
-    let data = ViewerData::new(&maps, info);
+    let attributions = [AttributionMethod::AltiPlus, AttributionMethod::Norm]
+        .into_iter()
+        .map(|method| {
+            let label = |id| task.token_label(id);
+            let a = attribute(
+                &model,
+                &source,
+                Some(&maps.output_ids),
+                13,
+                method,
+                label,
+                &device,
+            );
+            ViewerAttribution::new(method, &a.unwrap())
+        })
+        .collect();
+    let data = ViewerData::new(&maps, info).with_attributions(attributions);
     let path = dir.join("viewer.html");
     data.write(&path).unwrap();
     (path, data)
@@ -239,6 +256,32 @@ fn the_viewer_draws_the_embedded_weights_in_chromium() {
         decoder_layers * heads,
         "a thumbnail per decoder layer and head"
     );
+
+    // The attributions: the first method unless the address names one; a cell per output token
+    // and source or prefix position, the row labels the decoding's, the source share with ALTI+.
+    let cells = |dom: &str| {
+        Regex::new(r#"<rect class="cell""#)
+            .unwrap()
+            .find_iter(dom)
+            .count()
+    };
+    for (hash, shown) in [
+        ("kind=cross", &data.attributions[0]),
+        ("method=norm", &data.attributions[1]),
+    ] {
+        let dom = dump(hash);
+        assert!(
+            dom.contains(&format!(r#"data-method="{}""#, shown.method)),
+            "{hash}"
+        );
+        let columns = shown.source_tokens.len() + shown.prefix_tokens.len();
+        assert_eq!(cells(&dom), shown.rows.len() * columns, "{hash}");
+        assert_eq!(texts(&dom, "row"), shown.rows, "{hash}");
+        assert_eq!(
+            texts(&dom, "share").len(),
+            if shown.shares { shown.rows.len() } else { 0 }
+        );
+    }
 
     // A screenshot of the head view of every cross-attention head.
     let screenshot = std::env::var_os("TF_VIEWER_SCREENSHOT")

@@ -1,5 +1,6 @@
 //! `tf attention`: decode one input and show every layer's and head's attention, as pictures
-//! and JSON (`--out`) and as an interactive page (`--html`).
+//! and JSON (`--out`) and as an interactive page (`--html`, with the decoding's attributions
+//! beside the attention).
 
 use std::path::PathBuf;
 
@@ -7,12 +8,13 @@ use anyhow::Result;
 use burn::tensor::Device;
 use clap::Args;
 use tf_inspect::attention_maps::AttentionMaps;
-use tf_inspect::viewer::{ViewerData, ViewerInfo, model_summary};
-use tf_model::OutputLimit;
+use tf_inspect::attribution::{AttributionMethod, attribute};
+use tf_inspect::viewer::{ViewerAttribution, ViewerData, ViewerInfo, model_summary};
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, RunTask};
 
-use crate::commands::predict::{ensure_source_fits, parse_input};
+use crate::commands::attribute::Method;
+use crate::commands::codec::Codec;
 
 #[derive(Args, Debug)]
 pub struct AttentionArgs {
@@ -29,37 +31,45 @@ pub struct AttentionArgs {
     /// alignment matrix, SVG export) that opens from disk with no network.
     #[arg(long)]
     html: Option<PathBuf>,
+    /// Attribution methods the page shows beside the attention, comma-separated
+    /// [default: every method but integrated-gradients].
+    #[arg(long, value_enum, value_delimiter = ',', requires = "html")]
+    attributions: Option<Vec<Method>>,
+    /// A page without attributions.
+    #[arg(long, conflicts_with = "attributions")]
+    no_attributions: bool,
+    /// Steps of integrated gradients, when the page shows them.
+    #[arg(long, default_value_t = 32)]
+    steps: usize,
 }
 
 pub fn run(args: AttentionArgs, device: &Device) -> Result<()> {
-    let dir = ModelDir::new(&args.model);
-    let (config, model) = dir.load_model(device, Dropout::AsConfigured)?;
-    let max_len = model.max_len();
-    let (maps, output_text) = match &config.task {
-        RunTask::Synthetic(task) => {
-            let source = parse_input(task, &model, &args.input)?;
-            let maps = AttentionMaps::capture(
-                &model,
-                &source,
-                max_len,
-                |id| task.token_label(id),
-                device,
-            )?;
-            let text = task.format(&maps.output_ids);
-            (maps, text)
-        }
-        RunTask::Translation(_) => {
-            let vocab = dir.load_vocabulary()?;
-            let source = vocab.encode(&args.input)?;
-            ensure_source_fits(&model, &source, "tokens")?;
-            // A translation's output is limited by its source's length, as in `tf translate`.
-            let max_output = OutputLimit::default().clamped(source.len(), max_len);
-            let maps =
-                AttentionMaps::capture(&model, &source, max_output, |id| vocab.token(id), device)?;
-            let text = vocab.decode(&maps.output_ids)?;
-            (maps, text)
-        }
+    let methods: Vec<AttributionMethod> = match (&args.html, &args.attributions) {
+        (None, _) => Vec::new(),
+        _ if args.no_attributions => Vec::new(),
+        (Some(_), Some(chosen)) => chosen.iter().map(|m| m.with_steps(args.steps)).collect(),
+        (Some(_), None) => Method::QUICK
+            .iter()
+            .map(|m| m.with_steps(args.steps))
+            .collect(),
     };
+    // Gradient attributions need the autodiff device; the weights are the same on it.
+    let device = if methods.iter().any(AttributionMethod::needs_gradients) {
+        device.clone().autodiff()
+    } else {
+        device.clone()
+    };
+    let dir = ModelDir::new(&args.model);
+    let (config, model) = dir.load_model(&device, Dropout::Off)?;
+    let codec = Codec::new(&dir, &config.task)?;
+    let source = codec.source(&model, &args.input)?;
+    // One fewer than the model's positions: the teacher-forced pass of the attributions puts
+    // BOS before the whole output.
+    let max_output = codec
+        .max_output(&model, source.len())
+        .min(model.max_len().saturating_sub(1));
+    let maps = AttentionMaps::capture(&model, &source, max_output, |id| codec.label(id), &device)?;
+    let output_text = codec.text(&maps.output_ids)?;
     println!("input   {}", maps.source.join(" "));
     println!("output  {}", maps.output.join(" "));
     let out = match (&args.out, &args.html) {
@@ -83,8 +93,34 @@ pub fn run(args: AttentionArgs, device: &Device) -> Result<()> {
             source_text: args.input.clone(),
             output_text,
         };
-        ViewerData::new(&maps, info).write(html)?;
-        println!("wrote {} (open it in a browser)", html.display());
+        let attributions = methods
+            .iter()
+            .map(|&method| {
+                let attribution = attribute(
+                    &model,
+                    &source,
+                    Some(&maps.output_ids),
+                    max_output,
+                    method,
+                    |id| codec.label(id),
+                    &device,
+                )?;
+                Ok(ViewerAttribution::new(method, &attribution))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        ViewerData::new(&maps, info)
+            .with_attributions(attributions)
+            .write(html)?;
+        let shown: Vec<String> = methods.iter().map(|m| m.name().to_string()).collect();
+        println!(
+            "wrote {} (open it in a browser; attributions: {})",
+            html.display(),
+            if shown.is_empty() {
+                "none".to_string()
+            } else {
+                shown.join(", ")
+            }
+        );
     }
     Ok(())
 }

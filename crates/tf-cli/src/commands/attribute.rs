@@ -12,8 +12,9 @@ use tf_train::store::atomic::write_atomic;
 
 use crate::commands::codec::load_inspected;
 
+/// An attribution method as the command line names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Method {
+pub enum Method {
     /// The last layer's attention weights, heads averaged.
     Attention,
     /// Attention rollout (0.5·A + 0.5·I per layer).
@@ -56,17 +57,35 @@ pub struct AttributeArgs {
     json: Option<PathBuf>,
 }
 
+impl Method {
+    /// Every method but integrated gradients (the one that takes seconds).
+    pub const QUICK: [Method; 7] = [
+        Method::Attention,
+        Method::Rollout,
+        Method::Norm,
+        Method::AltiPlus,
+        Method::ValueZeroing,
+        Method::Gradient,
+        Method::GradientXInput,
+    ];
+
+    /// The library's method; `steps` for integrated gradients.
+    pub fn with_steps(self, steps: usize) -> AttributionMethod {
+        match self {
+            Method::Attention => AttributionMethod::Attention,
+            Method::Rollout => AttributionMethod::Rollout,
+            Method::Norm => AttributionMethod::Norm,
+            Method::AltiPlus => AttributionMethod::AltiPlus,
+            Method::ValueZeroing => AttributionMethod::ValueZeroing,
+            Method::Gradient => AttributionMethod::Gradient,
+            Method::GradientXInput => AttributionMethod::GradientTimesInput,
+            Method::IntegratedGradients => AttributionMethod::IntegratedGradients { steps },
+        }
+    }
+}
+
 pub fn run(args: AttributeArgs, device: &Device) -> Result<()> {
-    let method = match args.method {
-        Method::Attention => AttributionMethod::Attention,
-        Method::Rollout => AttributionMethod::Rollout,
-        Method::Norm => AttributionMethod::Norm,
-        Method::AltiPlus => AttributionMethod::AltiPlus,
-        Method::ValueZeroing => AttributionMethod::ValueZeroing,
-        Method::Gradient => AttributionMethod::Gradient,
-        Method::GradientXInput => AttributionMethod::GradientTimesInput,
-        Method::IntegratedGradients => AttributionMethod::IntegratedGradients { steps: args.steps },
-    };
+    let method = args.method.with_steps(args.steps);
     let device = if method.needs_gradients() {
         device.clone().autodiff()
     } else {

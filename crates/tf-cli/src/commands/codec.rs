@@ -77,6 +77,14 @@ impl Codec {
         }
     }
 
+    /// Output ids (without EOS) as text: a synthetic task's sequence, a detokenized sentence.
+    pub fn text(&self, ids: &[usize]) -> Result<String> {
+        Ok(match self {
+            Self::Synthetic(task) => task.format(ids),
+            Self::Translation(vocab) => vocab.decode(ids)?,
+        })
+    }
+
     /// A token id as text.
     pub fn label(&self, id: usize) -> String {
         match self {
