@@ -94,10 +94,11 @@ enum Command {
     /// sweep accuracy against the number of heads removed.
     Prune(prune::PruneArgs),
     /// Zero, mean or resample ablation of any activation (all of it, some heads or positions):
-    /// the change in the references' log-probability.
+    /// the change in the references' log-probability, and in BLEU with --bleu.
     Ablate(ablate::AblateArgs),
     /// Attributions of each generated token over the source and the target prefix: attention,
-    /// rollout, norm-based, gradient, gradient × input, integrated gradients.
+    /// rollout, norm-based, ALTI+, value zeroing, gradient, gradient × input, integrated
+    /// gradients.
     Attribute(attribute::AttributeArgs),
     /// The logit lens: each decoder layer's residual stream through the output projection, and
     /// the rank of the finally chosen token there.

@@ -1401,6 +1401,26 @@ fn ablate_and_patch_a_trained_model_and_refuse_what_does_not_fit() {
     assert!(out.status.success(), "{}", stderr(&out));
     let row = stdout(&out).lines().last().unwrap().to_string();
     assert!(row.contains(&format!("{:.4}", -(8f64.ln()))), "{row}");
+    // With BLEU: the greedy translations, clean and ablated, in the table and the JSON.
+    let out = tf(&[
+        "ablate",
+        "--model",
+        model,
+        "--point",
+        "dec.0.cross.z",
+        "--samples",
+        "4",
+        "--bleu",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("BLEU  ablated"), "{}", stdout(&out));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let bleu = &rows[0]["bleu"];
+    assert!(bleu["bleu"].as_f64().unwrap() >= 0.0, "{rows}");
+    assert!(bleu["ablated_bleu"].as_f64().unwrap() >= 0.0, "{rows}");
 
     let patched = dir.join("patching");
     let out = tf(&[
@@ -1509,6 +1529,19 @@ fn ablate_and_patch_a_trained_model_and_refuse_what_does_not_fit() {
                 "--each-head",
             ],
             "has no heads",
+        ),
+        (
+            vec![
+                "ablate",
+                "--model",
+                model,
+                "--point",
+                "dec.0.attn.z",
+                "--method",
+                "resample",
+                "--bleu",
+            ],
+            "no donor",
         ),
         (
             vec![

@@ -1,7 +1,8 @@
 //! Ablation of any hook point: replace an activation (all of it, some heads, some positions) by
 //! zeros, by its mean over a split, or by its value on another sentence of the split
 //! (resampling), and measure the change in the teacher-forced log-probability of the
-//! references.
+//! references, and optionally ([`BleuDecoding`]) in the BLEU of the model's greedy
+//! translations, decoded with the ablation in every step.
 //!
 //! Sentences are run one at a time (no padding), so that a mean is over real positions only and
 //! a resampled activation comes from a sentence of the same length on the point's position axis
@@ -18,8 +19,10 @@ use tf_attention::hooks::{AttentionSite, LayerSite};
 use tf_attention::{HookPoint, HookValue, Hooks, Patch, Replacement};
 use tf_model::Transformer;
 use tf_train::data::task::{BOS, EOS, Example};
+use tf_train::eval::bleu::corpus_bleu;
 
 use crate::error::{InspectError, Result};
+use crate::forced::ids;
 
 /// What replaces the ablated activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -56,6 +59,28 @@ pub struct Selection {
     pub positions: Option<Vec<usize>>,
 }
 
+/// Free-running greedy decoding under the ablation, scored by corpus BLEU against the
+/// references. Every step is a whole teacher-forced pass over the prefix (no cache), so that
+/// the ablation applies to every position it names at every step: a sentence of `T` tokens
+/// costs `T` passes, twice (clean and ablated).
+pub struct BleuDecoding<'a> {
+    /// The longest output for a source of this many tokens.
+    pub max_output: &'a dyn Fn(usize) -> usize,
+    /// Output ids (without EOS) as the text BLEU scores; the references are written the same
+    /// way.
+    pub text: &'a dyn Fn(&[usize]) -> Result<String>,
+}
+
+/// Corpus BLEU of the greedy translations of the sentences measured, without and with the
+/// ablation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct BleuChange {
+    /// Unablated.
+    pub bleu: f64,
+    /// Ablated.
+    pub ablated_bleu: f64,
+}
+
 /// One ablation's measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct AblationResult {
@@ -75,6 +100,8 @@ pub struct AblationResult {
     pub log_prob: f64,
     /// The same, ablated.
     pub ablated_log_prob: f64,
+    /// BLEU of the greedy translations, when asked for.
+    pub bleu: Option<BleuChange>,
 }
 
 impl AblationResult {
@@ -94,18 +121,21 @@ struct Sentence {
 }
 
 /// Ablates `selections` of `point` by `method` over `examples` (teacher-forced on their
-/// references), one measurement per selection; the clean pass, the mean and the donors are
-/// computed once for all of them.
+/// references), one measurement per selection, with BLEU when `bleu` says how to decode; the
+/// clean pass, the mean, the donors and the clean translations are computed once for all of
+/// them.
 ///
 /// # Errors
-/// If the point or a selection does not fit the model, `examples` is empty, or the method
-/// needs token positions and the point is an attention pattern.
+/// If the point or a selection does not fit the model, `examples` is empty, the method needs
+/// token positions and the point is an attention pattern, or BLEU is asked of a resample
+/// ablation of a point over target positions (a free-running decoder's prefix has no donor).
 pub fn ablation_study(
     model: &Transformer,
     examples: &[Example],
     point: HookPoint,
     method: AblationMethod,
     selections: &[Selection],
+    bleu: Option<&BleuDecoding<'_>>,
     device: &Device,
 ) -> Result<Vec<AblationResult>> {
     if examples.is_empty() {
@@ -125,8 +155,34 @@ pub fn ablation_study(
             method.name()
         )));
     }
+    let resampled = matches!(method, AblationMethod::Resample { .. });
+    if bleu.is_some() && resampled && matches!(point_stack_axis(&point), Axis::Target) {
+        return Err(InspectError::Invalid(format!(
+            "{point}: resample ablation of a point over target positions has no donor for the \
+             prefix a free-running decoder writes; measure it by log-probability alone, or \
+             ablate it with zeros or the mean"
+        )));
+    }
     let sentences: Vec<Sentence> = examples.iter().map(|e| sentence(e, device)).collect();
     let invalid = |err: tf_model::HookError| InspectError::Invalid(err.to_string());
+    // The clean translations and the references as text, when BLEU is asked for.
+    let decoded = match bleu {
+        None => None,
+        Some(decoding) => {
+            let mut clean = Vec::with_capacity(sentences.len());
+            for (s, e) in sentences.iter().zip(examples) {
+                let max_output = (decoding.max_output)(e.src.len());
+                clean.push((decoding.text)(&greedy(
+                    model, s, point, None, max_output, device,
+                )?)?);
+            }
+            let references = examples
+                .iter()
+                .map(|e| (decoding.text)(&e.tgt))
+                .collect::<Result<Vec<String>>>()?;
+            Some((decoding, clean, references))
+        }
+    };
     // The clean pass, keeping the point.
     let mut clean = Vec::with_capacity(sentences.len());
     let mut kept = Vec::with_capacity(sentences.len());
@@ -166,15 +222,13 @@ pub fn ablation_study(
     let mut results = Vec::with_capacity(selections.len());
     for selection in selections {
         let (mut total, mut ablated_total, mut tokens, mut measured) = (0.0, 0.0, 0, 0);
-        for ((s, with), &(clean_sum, n)) in sentences.iter().zip(&replacements).zip(&clean) {
+        let (mut clean_texts, mut ablated_texts, mut references) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for (i, ((s, with), &(clean_sum, n))) in
+            sentences.iter().zip(&replacements).zip(&clean).enumerate()
+        {
             let Some(with) = with else { continue };
-            let mut patch = Patch::all(with.clone());
-            patch.heads = selection.heads.clone();
-            if let Some(positions) = &selection.positions {
-                // Only the positions this sentence has.
-                let len = axis_len(s);
-                patch.positions = Some(positions.iter().copied().filter(|&p| p < len).collect());
-            }
+            let patch = selected(with, selection, axis_len(s));
             let mut hooks = Hooks::none().patch(point, patch);
             let logits = model
                 .forward_hooked(s.src.clone(), s.tgt_in.clone(), None, None, &mut hooks)
@@ -183,7 +237,28 @@ pub fn ablation_study(
             ablated_total += log_prob(logits, s.tgt_out.clone()).0;
             tokens += n;
             measured += 1;
+            if let Some((decoding, clean, refs)) = &decoded {
+                let max_output = (decoding.max_output)(examples[i].src.len());
+                let ablated = greedy(model, s, point, Some((with, selection)), max_output, device)?;
+                ablated_texts.push((decoding.text)(&ablated)?);
+                clean_texts.push(clean[i].clone());
+                references.push(refs[i].clone());
+            }
         }
+        let bleu = match decoded {
+            None => None,
+            Some(_) => {
+                let score = |hyps: &[String]| -> Result<f64> {
+                    Ok(corpus_bleu(hyps, &references)
+                        .map_err(|err| InspectError::Invalid(err.to_string()))?
+                        .score)
+                };
+                Some(BleuChange {
+                    bleu: score(&clean_texts)?,
+                    ablated_bleu: score(&ablated_texts)?,
+                })
+            }
+        };
         let per_token = |sum: f64| {
             if tokens == 0 {
                 0.0
@@ -200,9 +275,59 @@ pub fn ablation_study(
             tokens,
             log_prob: per_token(total),
             ablated_log_prob: per_token(ablated_total),
+            bleu,
         });
     }
     Ok(results)
+}
+
+/// The patch of `selection` with `with`, for an input whose point has `len` positions (the
+/// positions past them left out).
+fn selected(with: &Replacement, selection: &Selection, len: usize) -> Patch {
+    let mut patch = Patch::all(with.clone());
+    patch.heads = selection.heads.clone();
+    if let Some(positions) = &selection.positions {
+        patch.positions = Some(positions.iter().copied().filter(|&p| p < len).collect());
+    }
+    patch
+}
+
+/// Greedy decoding of `s`'s source, at most `max_output` tokens and one fewer than the model's
+/// positions, every step a whole pass over the prefix with `ablation` (a replacement and what
+/// of `point` it replaces) applied.
+fn greedy(
+    model: &Transformer,
+    s: &Sentence,
+    point: HookPoint,
+    ablation: Option<(&Replacement, &Selection)>,
+    max_output: usize,
+    device: &Device,
+) -> Result<Vec<usize>> {
+    let steps = max_output.min(model.max_len().saturating_sub(1));
+    let mut output = Vec::new();
+    for _ in 0..steps {
+        let prefix: Vec<usize> = std::iter::once(BOS).chain(output.iter().copied()).collect();
+        let mut hooks = match ablation {
+            None => Hooks::none(),
+            Some((with, selection)) => {
+                let len = match point_stack_axis(&point) {
+                    Axis::Source => s.lengths.0,
+                    Axis::Target => prefix.len(),
+                };
+                Hooks::none().patch(point, selected(with, selection, len))
+            }
+        };
+        let logits = model
+            .forward_hooked(s.src.clone(), ids(&prefix, device), None, None, &mut hooks)
+            .map_err(|err| InspectError::Invalid(err.to_string()))?;
+        let last = logits.narrow(1, prefix.len() - 1, 1);
+        let next = last.argmax(2).into_scalar::<i64>() as usize;
+        if next == EOS {
+            break;
+        }
+        output.push(next);
+    }
+    Ok(output)
 }
 
 /// Which input a point's positions are tokens of.
@@ -329,8 +454,84 @@ mod tests {
             point(name),
             method,
             selections,
+            None,
             &device,
         )
+    }
+
+    /// Ids as text, for BLEU: "3 4 5".
+    fn text(ids: &[usize]) -> Result<String> {
+        Ok(ids
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
+    #[test]
+    fn bleu_decodes_greedily_and_ablating_nothing_keeps_it() {
+        let device = Device::flex();
+        let model = model(&device);
+        let examples = [example(&[3, 4, 5], &[6, 7, 8]), example(&[8, 9], &[10, 11])];
+        // The hooked greedy decoding is the model's own.
+        for e in &examples {
+            let s = sentence(e, &device);
+            let ours = greedy(&model, &s, HookPoint::Logits, None, 6, &device).unwrap();
+            let options = tf_model::GreedyOptions::new(BOS, EOS, 6);
+            let theirs = model.greedy_decode(s.src.clone(), None, &options).unwrap();
+            assert_eq!(ours, theirs[0]);
+        }
+        let decoding = BleuDecoding {
+            max_output: &|_| 6,
+            text: &text,
+        };
+        let nothing = Selection {
+            heads: None,
+            positions: Some(vec![]),
+        };
+        let everything = Selection::default();
+        let results = ablation_study(
+            &model,
+            &examples,
+            point("dec.1.cross.z"),
+            AblationMethod::Zero,
+            &[nothing, everything],
+            Some(&decoding),
+            &device,
+        )
+        .unwrap();
+        let unchanged = results[0].bleu.unwrap();
+        assert_eq!(unchanged.bleu, unchanged.ablated_bleu);
+        assert_eq!(results[1].bleu.unwrap().bleu, unchanged.bleu);
+        // Zeroing the last cross-attention's every head decodes without the source: other
+        // translations (ablated log-probability changes; BLEU need not, on an untrained model).
+        assert!(results[1].change().abs() > 1e-5);
+    }
+
+    #[test]
+    fn bleu_of_a_resampled_decoder_point_is_refused() {
+        let device = Device::flex();
+        let decoding = BleuDecoding {
+            max_output: &|_| 4,
+            text: &text,
+        };
+        let examples = [example(&[3, 4], &[5]), example(&[6, 7], &[8])];
+        let resample = AblationMethod::Resample { seed: 1 };
+        let run = |name: &str| {
+            ablation_study(
+                &model(&device),
+                &examples,
+                point(name),
+                resample,
+                &[Selection::default()],
+                Some(&decoding),
+                &device,
+            )
+        };
+        let err = run("dec.0.attn.z").unwrap_err().to_string();
+        assert!(err.contains("no donor"), "{err}");
+        // Over source positions there is one: the other sentence of the same length.
+        assert!(run("enc.0.resid_post").unwrap()[0].bleu.is_some());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `tf ablate`: zero, mean or resample ablation of any activation (hook point), all of it, some
-//! heads or some positions, measured by the change in the references' log-probability.
+//! heads or some positions, measured by the change in the references' log-probability and, with
+//! `--bleu`, in the BLEU of the greedy translations.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,13 +9,15 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use tf_attention::HookPoint;
-use tf_inspect::ablation::{AblationMethod, Selection, ablation_study};
+use tf_inspect::InspectError;
+use tf_inspect::ablation::{AblationMethod, BleuDecoding, Selection, ablation_study};
 use tf_train::store::atomic::write_atomic;
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, RunTask};
 
 use crate::args::{TranslatorSplit, translator_split};
 use crate::commands::EVAL_SEED;
+use crate::commands::codec::Codec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Method {
@@ -60,6 +63,10 @@ pub struct AblateArgs {
     /// Split to measure on (translation models) [default: the run's validation split].
     #[arg(long)]
     split: Option<String>,
+    /// Also decode every sentence greedily, clean and ablated, and report the BLEU of each
+    /// against the references (a whole pass per generated token: slower).
+    #[arg(long)]
+    bleu: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -118,14 +125,31 @@ pub fn run(args: AblateArgs, device: &Device) -> Result<()> {
             positions: args.positions.clone(),
         }]
     };
+    let codec = Codec::new(&dir, &config.task)?;
+    let max_output = |source_len: usize| codec.max_output(&model, source_len);
+    let text = |ids: &[usize]| {
+        codec
+            .text(ids)
+            .map_err(|err| InspectError::Invalid(err.to_string()))
+    };
+    let decoding = BleuDecoding {
+        max_output: &max_output,
+        text: &text,
+    };
+    let bleu = args.bleu.then_some(&decoding);
     let started = Instant::now();
-    let results = ablation_study(&model, &examples, point, method, &selections, device)?;
+    let results = ablation_study(&model, &examples, point, method, &selections, bleu, device)?;
     println!(
         "{} ablation of {point} over {description} ({:.1} s)",
         method.name(),
         started.elapsed().as_secs_f64()
     );
-    println!("heads      positions  sentences  log p/token  ablated   change");
+    let bleu_columns = if args.bleu {
+        "     BLEU  ablated  change"
+    } else {
+        ""
+    };
+    println!("heads      positions  sentences  log p/token  ablated   change{bleu_columns}");
     let list = |v: &Option<Vec<usize>>| match v {
         None => "all".to_string(),
         Some(v) => v
@@ -135,8 +159,16 @@ pub fn run(args: AblateArgs, device: &Device) -> Result<()> {
             .join(","),
     };
     for r in &results {
+        let bleu = r.bleu.map_or(String::new(), |b| {
+            format!(
+                "  {:>7.2}  {:>7.2}  {:>+6.2}",
+                b.bleu,
+                b.ablated_bleu,
+                b.ablated_bleu - b.bleu
+            )
+        });
         println!(
-            "{:<10} {:<10} {:>9}  {:>11.4}  {:>7.4}  {:>+7.4}",
+            "{:<10} {:<10} {:>9}  {:>11.4}  {:>7.4}  {:>+7.4}{bleu}",
             list(&r.selection.heads),
             list(&r.selection.positions),
             r.sentences,
