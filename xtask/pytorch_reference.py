@@ -189,7 +189,7 @@ def beam_search(model, src_row, beam, alpha):
 
 def translate(model, tokenizer, sentences, beam, alpha, batch=64):
     model.eval()
-    rows = [tokenizer.encode(s).ids + [EOS] for s in sentences]
+    rows = [tokenizer.encode(s).ids for s in sentences]  # sources without EOS, as ours
     out = [None] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     for start in range(0, len(order), batch):
@@ -256,7 +256,7 @@ def main():
 
     def encode(src, tgt):
         pairs = [(tokenizer.encode(s).ids, tokenizer.encode(t).ids) for s, t in zip(src, tgt)]
-        return [(s + [EOS], t) for s, t in pairs if 0 < len(s) < args.max_tokens and 0 < len(t) < args.max_tokens]
+        return [(s, t) for s, t in pairs if 0 < len(s) < args.max_tokens and 0 < len(t) < args.max_tokens]
 
     train, val = encode(train_src, train_tgt), encode(val_src, val_tgt)
     model = Translator(tokenizer.get_vocab_size(), 256, 4, 3, 1024, args.dropout)
