@@ -569,6 +569,20 @@ pub struct HooksOverhead {
     pub cache_all: Timing,
 }
 
+impl HooksOverhead {
+    /// One line: the three timings and the ratio.
+    pub fn summary(&self) -> String {
+        format!(
+            "forward {:?}: plain {}, hooked with no hooks {} ({:.3}x), keeping everything {}",
+            self.shape,
+            self.plain.cell(),
+            self.no_hooks.cell(),
+            self.ratio,
+            self.cache_all.cell()
+        )
+    }
+}
+
 /// Case 7 on `device` with `batch` sentences of `len` tokens and a vocabulary of `vocab`.
 pub fn hooks_overhead(
     device: &Device,

@@ -356,14 +356,7 @@ fn main() -> Result<()> {
         }
         Task::Hooks { device, quick } => {
             let h = cases::hooks_overhead(&device.device(), Repeats::new(quick), 32, 24, 8000);
-            eprintln!(
-                "forward {:?}: plain {}, hooked with no hooks {} ({:.3}x), keeping everything {}",
-                h.shape,
-                h.plain.cell(),
-                h.no_hooks.cell(),
-                h.ratio,
-                h.cache_all.cell()
-            );
+            eprintln!("{}", h.summary());
             println!("{}", serde_json::to_string(&h)?);
             Ok(())
         }
@@ -559,14 +552,7 @@ fn bench(backend: Backend, quick: bool, no_pytorch: bool, translator: &Path) -> 
     }
 
     let hooks: cases::HooksOverhead = cases::in_child(&child_args("hooks"))?;
-    println!(
-        "7. forward {:?}: plain {}, hooked with no hooks {} ({:.3}x), keeping everything {}",
-        hooks.shape,
-        hooks.plain.cell(),
-        hooks.no_hooks.cell(),
-        hooks.ratio,
-        hooks.cache_all.cell()
-    );
+    println!("7. {}", hooks.summary());
 
     let report = Report {
         device: name,

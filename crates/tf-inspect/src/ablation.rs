@@ -10,7 +10,7 @@
 //! A sentence without such a donor is left out of a resample study, and counted.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -389,11 +389,6 @@ fn mean_over_positions(kept: &[HookValue]) -> HookValue {
 }
 
 fn sentence(example: &Example, device: &Device) -> Sentence {
-    let ids = |tokens: Vec<usize>| {
-        let n = tokens.len();
-        let ids: Vec<i64> = tokens.into_iter().map(|t| t as i64).collect();
-        Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), device)
-    };
     let tgt_in: Vec<usize> = std::iter::once(BOS)
         .chain(example.tgt.iter().copied())
         .collect();
@@ -401,9 +396,9 @@ fn sentence(example: &Example, device: &Device) -> Sentence {
     let lengths = (example.src.len(), tgt_in.len());
     let n = tgt_out.len();
     Sentence {
-        src: ids(example.src.clone()),
-        tgt_in: ids(tgt_in),
-        tgt_out: ids(tgt_out).reshape([1, n, 1]),
+        src: ids(&example.src, device),
+        tgt_in: ids(&tgt_in, device),
+        tgt_out: ids(&tgt_out, device).reshape([1, n, 1]),
         lengths,
     }
 }

@@ -20,8 +20,15 @@ pub struct Forced {
 
 /// `tokens` as a `[1, len]` id tensor.
 pub fn ids(tokens: &[usize], device: &Device) -> Tensor<2, Int> {
-    let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-    Tensor::from_data(TensorData::new(ids, [1, tokens.len()]), device)
+    repeated_ids(tokens, 1, device)
+}
+
+/// `tokens` as `rows` identical rows: a `[rows, len]` id tensor.
+pub fn repeated_ids(tokens: &[usize], rows: usize, device: &Device) -> Tensor<2, Int> {
+    let ids: Vec<i64> = (0..rows)
+        .flat_map(|_| tokens.iter().map(|&t| t as i64))
+        .collect();
+    Tensor::from_data(TensorData::new(ids, [rows, tokens.len()]), device)
 }
 
 /// The greedy translation of `source`, at most `max_output` tokens and one fewer than the

@@ -20,7 +20,7 @@
 //! shares as they are. Every prediction's shares lie in `[0, 1]` and sum to 1 over the source
 //! and the prefix.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 use tf_attention::hooks::{AttentionBlock, AttentionSite, LayerSite, Stack};
 use tf_attention::{HookPoint, Hooks, MultiHeadAttention};
 use tf_layers::{NormPosition, ResidualNorm};
@@ -28,7 +28,6 @@ use tf_model::Transformer;
 
 use super::{DecoderLayerShares, Rows, compose, kept3, kept4, matrix, normalised, weighted_values};
 use crate::error::{InspectError, Result};
-use burn::tensor::Int;
 
 /// ALTI+ shares of each prediction of the teacher-forced pass over `src` and `tgt` (a batch of
 /// one): `[target position][source token]` and `[target position][prefix position]`.

@@ -33,7 +33,7 @@ use tf_attention::{HookPoint, HookValue, Hooks, MultiHeadAttention, Patch, Repla
 use tf_model::Transformer;
 
 use crate::error::{InspectError, Result};
-use crate::forced::{Forced, forced, ids};
+use crate::forced::{Forced, forced, ids, repeated_ids};
 
 mod alti;
 mod value_zeroing;
@@ -381,13 +381,10 @@ fn gradients(
 ) -> Result<Rows> {
     let (n_out, s_len, t_len) = (output.len(), source.len(), prefix.len());
     let rows = n_out * steps;
-    let repeat = |tokens: &[usize]| {
-        let ids: Vec<i64> = (0..rows)
-            .flat_map(|_| tokens.iter().map(|&t| t as i64))
-            .collect();
-        Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, tokens.len()]), device)
-    };
-    let (src, tgt) = (repeat(source), repeat(prefix));
+    let (src, tgt) = (
+        repeated_ids(source, rows, device),
+        repeated_ids(prefix, rows, device),
+    );
     // Token embeddings and what the positions add, from a pass that keeps the embeddings.
     let mut kept = Hooks::none()
         .cache(HookPoint::EmbedSource)
@@ -395,10 +392,7 @@ fn gradients(
     model
         .forward_hooked(src.clone(), tgt.clone(), None, None, &mut kept)
         .map_err(|err| InspectError::Invalid(err.to_string()))?;
-    let embedded = |point| match kept.cached(&point) {
-        Some(HookValue::Rank3(t)) => t.clone().detach(),
-        _ => unreachable!("embeddings are kept as rank 3"),
-    };
+    let embedded = |point| kept3(&kept, point).detach();
     let e_src = model.src_embedding.forward(src.clone()).detach();
     let e_tgt = model.tgt_embedding().forward(tgt.clone()).detach();
     let pe_src = embedded(HookPoint::EmbedSource) - e_src.clone();

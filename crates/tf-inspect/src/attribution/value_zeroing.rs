@@ -12,13 +12,14 @@
 //! the target prefix. Every zeroing of one layer is one row of a single batch: one pass per
 //! layer.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use tf_attention::hooks::{AttentionBlock, AttentionSite, LayerSite, Stack};
 use tf_attention::{HookPoint, HookValue, Hooks, Patch, Replacement};
 use tf_model::Transformer;
 
 use super::{DecoderLayerShares, Rows, compose, kept3, kept4, matrix, normalised};
 use crate::error::{InspectError, Result};
+use crate::forced::repeated_ids;
 
 /// Value-zeroing shares of each prediction of the teacher-forced pass over `source` and
 /// `prefix`: `[target position][source token]` and `[target position][prefix position]`.
@@ -131,14 +132,12 @@ fn run(
     hooks: &mut Hooks,
     device: &Device,
 ) -> Result<()> {
-    let repeat = |tokens: &[usize]| {
-        let ids: Vec<i64> = (0..rows)
-            .flat_map(|_| tokens.iter().map(|&t| t as i64))
-            .collect();
-        Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, tokens.len()]), device)
-    };
+    let (src, tgt) = (
+        repeated_ids(source, rows, device),
+        repeated_ids(prefix, rows, device),
+    );
     model
-        .forward_hooked(repeat(source), repeat(prefix), None, None, hooks)
+        .forward_hooked(src, tgt, None, None, hooks)
         .map_err(|err| InspectError::Invalid(err.to_string()))?;
     Ok(())
 }
