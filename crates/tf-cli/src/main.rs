@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    ablate, attention, attribute, average, bleu, data, distill, eval, heads, import_torch,
+    ablate, align, attention, attribute, average, bleu, data, distill, eval, heads, import_torch,
     length_penalty, lens, patch, plot, predict, prune, train, translate,
 };
 
@@ -100,6 +100,10 @@ enum Command {
     /// rollout, norm-based, ALTI+, value zeroing, gradient, gradient × input, integrated
     /// gradients.
     Attribute(attribute::AttributeArgs),
+    /// Word alignments of a parallel file read off each attribution method (and each
+    /// cross-attention head with --heads), and their alignment error rate against a reference
+    /// alignment such as eflomal's.
+    Align(align::AlignArgs),
     /// The logit lens: each decoder layer's residual stream through the output projection, and
     /// the rank of the finally chosen token there.
     Lens(lens::LensArgs),
@@ -194,6 +198,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Patch(args) => patch::run(args, &device),
         Command::Ablate(args) => ablate::run(args, &device),
         Command::Attribute(args) => attribute::run(args, &device),
+        Command::Align(args) => align::run(args, &device),
         Command::Lens(args) => lens::run(args, &device),
         Command::Bleu(args) => bleu::run(args),
         Command::Plot(args) => plot::run(args),

@@ -1478,6 +1478,77 @@ fn ablate_and_patch_a_trained_model_and_refuse_what_does_not_fit() {
         assert_eq!(a["source"].as_array().unwrap().len(), rows, "{method}");
     }
 
+    // Alignments of a two-pair file by every quick method and each of the 2 cross heads,
+    // scored against the copy task's diagonal.
+    let (source, target, reference) = (
+        dir.join("src.txt"),
+        dir.join("tgt.txt"),
+        dir.join("ref.align"),
+    );
+    std::fs::write(&source, "1 2 3\n4 2\n").unwrap();
+    std::fs::write(&target, "1 2 3\n4 2\n").unwrap();
+    std::fs::write(&reference, "0-0 1-1 2-2\n0-0 1-1\n").unwrap();
+    let (aligned, scores) = (dir.join("aligned"), dir.join("aer.json"));
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let align = |reference: &Path| {
+        tf(&[
+            "align",
+            "--model",
+            model,
+            "--source",
+            &path(&source),
+            "--target",
+            &path(&target),
+            "--reference",
+            &path(reference),
+            "--heads",
+            "--out",
+            &path(&aligned),
+            "--json",
+            &path(&scores),
+        ])
+    };
+    let out = align(&reference);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("cross 0.1"), "{}", stdout(&out));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&scores).unwrap()).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 7 + 2, "{rows}");
+    for row in rows.as_array().unwrap() {
+        let aer = row["aer"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&aer), "{row}");
+        assert_eq!(row["sentences"], 2, "{row}");
+    }
+    // One target word a link: 3 and 2 links.
+    let lines = std::fs::read_to_string(aligned.join("alti+.align")).unwrap();
+    let links: Vec<usize> = lines.lines().map(|l| l.split(' ').count()).collect();
+    assert_eq!(links, [3, 2], "{lines}");
+    assert_eq!(
+        std::fs::read_to_string(aligned.join("rollout.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    assert!(aligned.join("cross-0.1.align").is_file());
+    std::fs::write(&reference, "0-0 1-1 2-2\n").unwrap();
+    let out = align(&reference);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has 1 lines for the 2"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&reference, "0-0 1-1 2-2\n0:0\n").unwrap();
+    let out = align(&reference);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an alignment link"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = tf(&["lens", "--model", model, "1 2 3"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

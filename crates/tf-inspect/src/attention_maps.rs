@@ -133,7 +133,10 @@ impl AttentionMaps {
 }
 
 /// `[1, n_heads, q_len, k_len]` weights as `heads[h][query][key]`.
-fn matrices(weights: Tensor<4>) -> Vec<Vec<Vec<f32>>> {
+///
+/// # Shapes
+/// - `weights`: `[1, n_heads, q_len, k_len]`
+pub(crate) fn matrices(weights: Tensor<4>) -> Vec<Vec<Vec<f32>>> {
     let [_, n_heads, q_len, k_len] = weights.dims();
     let values = weights
         .into_data()

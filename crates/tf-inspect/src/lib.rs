@@ -2,6 +2,8 @@
 //!
 //! What the attention of a trained [`tf_model::Transformer`] does, and which heads matter:
 //!
+//! - [`alignment`]: word alignments from attributions or cross-attention heads, and their
+//!   alignment error rate against a reference alignment (eflomal's, say).
 //! - [`ablation`]: zero, mean and resample ablation of any activation, by the change in the
 //!   references' log-probability.
 //! - [`attention_maps`]: the weights behind one decoded input, every layer and head, as
@@ -25,6 +27,7 @@
 //! `heads` and `prune` commands are thin layers over it.
 
 pub mod ablation;
+pub mod alignment;
 pub mod attention_maps;
 pub mod attribution;
 pub mod curves;

@@ -1,6 +1,7 @@
 //! One file per `tf` command: its arguments and what it does with the libraries.
 
 pub mod ablate;
+pub mod align;
 pub mod attention;
 pub mod attribute;
 pub mod average;
