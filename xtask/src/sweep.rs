@@ -125,10 +125,12 @@ pub struct SweepRow {
     pub command: String,
 }
 
-/// Runs (or resumes) every variant asked for, then writes the table and the plot; returns the
-/// rows in the file's order.
+/// Runs (or resumes) every variant asked for, then writes the table and the plot of every
+/// variant finished under `--out` (those of earlier sittings too, so a sweep run a few
+/// variants at a time builds one table); returns the table's rows in the file's order.
 pub fn run(options: &SweepOptions, device: &Device) -> Result<Vec<SweepRow>> {
-    let mut variants = read_variants(&options.variants)?;
+    let all = read_variants(&options.variants)?;
+    let mut variants = all.clone();
     if let Some(only) = &options.only {
         for name in only {
             ensure!(
@@ -151,7 +153,6 @@ pub fn run(options: &SweepOptions, device: &Device) -> Result<Vec<SweepRow>> {
     );
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
-    let mut rows = Vec::new();
     for (i, variant) in variants.iter().enumerate() {
         println!(
             "[{}/{}] {}: {}",
@@ -160,10 +161,29 @@ pub fn run(options: &SweepOptions, device: &Device) -> Result<Vec<SweepRow>> {
             variant.name,
             variant.change
         );
-        rows.push(run_variant(options, variant, device)?);
+        run_variant(options, variant, device)?;
+    }
+    let mut rows = Vec::new();
+    for variant in &all {
+        if let Some(row) = finished_row(&options.out, variant)? {
+            rows.push(row);
+        }
     }
     write_outputs(options, &rows)?;
     Ok(rows)
+}
+
+/// The record `OUT/NAME/sweep.json` of a variant that was trained and scored, if there is one.
+fn finished_row(out: &Path, variant: &Variant) -> Result<Option<SweepRow>> {
+    let record = out.join(&variant.name).join("sweep.json");
+    if !record.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&record)
+        .with_context(|| format!("cannot read {}", record.display()))?;
+    let row = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a sweep record", record.display()))?;
+    Ok(Some(row))
 }
 
 /// The `tf train` arguments of a fresh run of `variant`.
@@ -230,10 +250,7 @@ fn shell_line(program: &str, args: &[String]) -> String {
 fn run_variant(options: &SweepOptions, variant: &Variant, device: &Device) -> Result<SweepRow> {
     let dir = options.out.join(&variant.name);
     let record = dir.join("sweep.json");
-    if record.is_file() {
-        let text = std::fs::read_to_string(&record)?;
-        let row: SweepRow = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a sweep record", record.display()))?;
+    if let Some(row) = finished_row(&options.out, variant)? {
         println!("  done before: test BLEU {:.2}", row.test_bleu);
         return Ok(row);
     }

@@ -1,5 +1,5 @@
 //! `cargo xtask sweep` end to end on a toy corpus: two variants trained, scored, tabled and
-//! plotted; run again, nothing is trained twice.
+//! plotted; run again, nothing is trained twice, and a sweep of one of them still tables both.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,9 +19,9 @@ fn sweep_trains_scores_tables_and_plots_and_resumes_without_retraining() {
         "{} is missing: build the workspace (`cargo test --workspace` builds it)",
         tf.display()
     );
-    let sweep = || {
+    let sweep_only = |only: &str| {
         Command::new(xtask)
-            .args(["sweep", "--budget-minutes", "1", "--only", "heads-8,rope"])
+            .args(["sweep", "--budget-minutes", "1", "--only", only])
             .arg("--out")
             .arg(&out)
             .arg("--data")
@@ -55,6 +55,7 @@ fn sweep_trains_scores_tables_and_plots_and_resumes_without_retraining() {
             .output()
             .unwrap()
     };
+    let sweep = || sweep_only("heads-8,rope");
     let first = sweep();
     let log = String::from_utf8_lossy(&first.stdout);
     assert!(
@@ -92,6 +93,11 @@ fn sweep_trains_scores_tables_and_plots_and_resumes_without_retraining() {
     assert!(again.status.success());
     let log = String::from_utf8_lossy(&again.stdout);
     assert_eq!(log.matches("done before").count(), 2, "{log}");
+    assert_eq!(std::fs::read_to_string(out.join("sweep.csv")).unwrap(), csv);
+
+    // A sweep of one of them tables every variant finished under --out, not only that one.
+    let one = sweep_only("rope");
+    assert!(one.status.success());
     assert_eq!(std::fs::read_to_string(out.join("sweep.csv")).unwrap(), csv);
 
     // An unknown variant is refused with the names there are.

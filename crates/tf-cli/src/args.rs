@@ -54,6 +54,10 @@ pub struct TaskArgs {
         help_heading = "Synthetic tasks (copy, reverse, sort)"
     )]
     pub max_len: usize,
+    /// End every source with EOS, a fixed point an encoder without absolute positions (RoPE,
+    /// none) can count from; saved with the model, so its other commands do the same.
+    #[arg(long, help_heading = "Synthetic tasks (copy, reverse, sort)")]
+    pub source_eos: bool,
 }
 
 impl TaskArgs {
@@ -67,7 +71,8 @@ impl TaskArgs {
                 bail!("--task translation is for `tf train`; here choose copy, reverse or sort")
             }
         };
-        Ok(Task::new(kind, self.symbols, self.min_len, self.max_len)?)
+        Ok(Task::new(kind, self.symbols, self.min_len, self.max_len)?
+            .with_source_eos(self.source_eos))
     }
 }
 

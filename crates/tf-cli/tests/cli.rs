@@ -48,6 +48,11 @@ const TINY_MODEL: [&str; 8] = [
 ];
 
 fn trained_model(name: &str) -> PathBuf {
+    trained_model_with(name, &[])
+}
+
+/// [`trained_model`] with more `tf train` flags.
+fn trained_model_with(name: &str, extra: &[&str]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tf-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut args = vec![
@@ -70,6 +75,7 @@ fn trained_model(name: &str) -> PathBuf {
         "16",
     ];
     args.extend_from_slice(&TINY_MODEL);
+    args.extend_from_slice(extra);
     let out = tf(&args);
     assert!(out.status.success(), "train failed: {}", stderr(&out));
     assert!(stdout(&out).contains("done: 30 steps"), "{}", stdout(&out));
@@ -103,6 +109,38 @@ fn train_then_predict_and_eval() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("exact match"), "{}", stdout(&out));
     assert!(stdout(&out).contains("token accuracy"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn source_eos_is_saved_with_the_model_and_its_commands_end_sources_with_it() {
+    let dir = trained_model_with("source-eos", &["--source-eos", "--positional", "rope"]);
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(config.contains("\"source_eos\": true"), "{config}");
+    // The longest source the task has, and EOS after it, fits the model.
+    let out = tf(&["predict", "--model", model_arg(&dir), "0 1 2 3 4", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 2);
+    let empty = tf_with_stdin(&["predict", "--model", model_arg(&dir)], b"\n");
+    assert!(!empty.status.success());
+    assert!(stderr(&empty).contains("empty input"), "{}", stderr(&empty));
+    let out = tf(&["eval", "--model", model_arg(&dir), "--samples", "20"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The attention maps have the source's EOS as a key, labelled.
+    let out = tf(&[
+        "attention",
+        "--model",
+        model_arg(&dir),
+        "3 1 4",
+        "--out",
+        dir.join("attention").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("input   3 1 4 <eos>"),
+        "{}",
+        stdout(&out)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

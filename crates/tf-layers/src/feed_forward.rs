@@ -1,11 +1,12 @@
 //! The position-wise feed-forward network (§3.3): `FFN(x) = max(0, x W_1 + b_1) W_2 + b_2`,
-//! applied to every position separately and identically.
+//! applied to every position separately and identically; GELU or SiLU in place of the ReLU
+//! as options, for the models that use them (BERT-style GELU, MarianMT's "swish").
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::gelu;
+use burn::tensor::activation::{gelu, silu};
 use tf_attention::ConfigError;
 use tf_attention::error::check_nonzero;
 use tf_attention::fused_linear::{self, Activation};
@@ -18,6 +19,8 @@ pub enum FeedForwardActivation {
     Relu,
     /// Gaussian error linear unit (exact, erf form), as in BERT and GPT.
     Gelu,
+    /// `x · sigmoid(x)` (SiLU, "swish"), as in MarianMT / opus-mt.
+    Silu,
 }
 
 /// Configuration of [`PositionWiseFeedForward`].
@@ -68,7 +71,7 @@ pub struct PositionWiseFeedForward {
     pub inner: Linear,
     /// `W_2, b_2`: `d_ff → d_model`.
     pub outer: Linear,
-    /// ReLU (paper) or GELU.
+    /// ReLU (paper), GELU or SiLU.
     #[module(skip)]
     pub activation: FeedForwardActivation,
 }
@@ -92,6 +95,9 @@ impl PositionWiseFeedForward {
             FeedForwardActivation::Relu => fused_linear::apply(&self.inner, x, Activation::Relu),
             FeedForwardActivation::Gelu => {
                 gelu(fused_linear::apply(&self.inner, x, Activation::Identity))
+            }
+            FeedForwardActivation::Silu => {
+                silu(fused_linear::apply(&self.inner, x, Activation::Identity))
             }
         }; // [batch, seq_len, d_ff]
         match hooks {
@@ -129,6 +135,27 @@ mod tests {
         let x = Tensor::<3>::from_data(TensorData::new(vec![2.0f32, -1.0], [1, 2, 1]), &device);
         let out = ffn.forward(x).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(out, [5.0, 4.0]);
+    }
+
+    #[test]
+    fn silu_ffn_by_hand() {
+        // d_model 1, d_ff 1, W1 = 1, b1 = 0, W2 = 1, b2 = 0: out = silu(x) = x / (1 + e^-x).
+        // silu(0) = 0, silu(2) = 2 / (1 + e^-2) = 1.761594, silu(-1) = -1 / (1 + e) = -0.268941.
+        let device = Device::flex();
+        let mut ffn = PositionWiseFeedForwardConfig::new(1, 1)
+            .with_activation(FeedForwardActivation::Silu)
+            .init(&device);
+        let one = |_| Tensor::<2>::ones([1, 1], &device);
+        ffn.inner.weight = ffn.inner.weight.map(one);
+        ffn.outer.weight = ffn.outer.weight.map(one);
+        ffn.inner.bias = ffn.inner.bias.map(|b| b.map(|b| b.zeros_like()));
+        ffn.outer.bias = ffn.outer.bias.map(|b| b.map(|b| b.zeros_like()));
+        let x =
+            Tensor::<3>::from_data(TensorData::new(vec![0.0f32, 2.0, -1.0], [1, 3, 1]), &device);
+        let out = ffn.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        for (got, want) in out.iter().zip([0.0f32, 1.761_594, -0.268_941]) {
+            assert!((got - want).abs() < 1e-5, "{out:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Position information added to the embeddings (§3.5): the paper's fixed sinusoids, or learned
-//! position embeddings (which the paper found to perform nearly identically, Table 3 row E). A
+//! position embeddings (which the paper found to perform nearly identically, Table 3 row E), or
+//! the same sinusoids laid out as MarianMT lays them out (every sine, then every cosine). A
 //! model with rotary positions (or none) adds nothing here: its self-attentions rotate queries
 //! and keys instead ([`tf_attention::rotary`]).
 
@@ -23,6 +24,19 @@ pub fn sinusoid(pos: usize, dim: usize, d_model: usize) -> f64 {
     }
 }
 
+/// [`sinusoid`]'s values in MarianMT's layout (`transformers`'
+/// `MarianSinusoidalPositionalEmbedding`): coordinate `k < ⌈d_model/2⌉` holds the sine of
+/// frequency `k`, coordinate `⌈d_model/2⌉ + i` the cosine of frequency `i`, where the paper
+/// interleaves them (`2i`, `2i + 1`).
+pub fn sinusoid_halves(pos: usize, dim: usize, d_model: usize) -> f64 {
+    let sines = d_model.div_ceil(2);
+    if dim < sines {
+        sinusoid(pos, 2 * dim, d_model)
+    } else {
+        sinusoid(pos, 2 * (dim - sines) + 1, d_model)
+    }
+}
+
 /// Which position information a model adds to its embeddings.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum PositionalEncodingKind {
@@ -30,6 +44,10 @@ pub enum PositionalEncodingKind {
     Sinusoidal,
     /// A learned embedding per position (Table 3, row E).
     Learned,
+    /// The paper's sinusoids with the sines in the first half of the coordinates and the
+    /// cosines in the second ([`sinusoid_halves`]): MarianMT's (opus-mt) layout, for its
+    /// imported models. The same information, permuted.
+    SinusoidalHalves,
     /// Rotary position embedding (Su et al., 2021): nothing added to the embeddings; every
     /// self-attention rotates its queries and keys by their positions, so that scores depend
     /// on relative positions. Cross-attention does not rotate (source and target positions are
@@ -55,7 +73,8 @@ pub struct PositionalEncodingConfig {
     /// Longest sequence the encoding covers. Default: 1024.
     #[config(default = 1024)]
     pub max_len: usize,
-    /// Sinusoidal (paper), learned, or nothing added (rotary, none). Default: sinusoidal.
+    /// Sinusoidal (paper, or in Marian's layout), learned, or nothing added (rotary, none).
+    /// Default: sinusoidal.
     #[config(default = "PositionalEncodingKind::Sinusoidal")]
     pub kind: PositionalEncodingKind,
 }
@@ -72,10 +91,15 @@ impl PositionalEncodingConfig {
         self.validate()?;
         let table = match self.kind {
             PositionalEncodingKind::Rotary | PositionalEncodingKind::None => None,
-            PositionalEncodingKind::Sinusoidal => {
+            PositionalEncodingKind::Sinusoidal | PositionalEncodingKind::SinusoidalHalves => {
+                let value = if self.kind == PositionalEncodingKind::Sinusoidal {
+                    sinusoid
+                } else {
+                    sinusoid_halves
+                };
                 let values: Vec<f32> = (0..self.max_len)
                     .flat_map(|pos| {
-                        (0..self.d_model).map(move |dim| sinusoid(pos, dim, self.d_model) as f32)
+                        (0..self.d_model).map(move |dim| value(pos, dim, self.d_model) as f32)
                     })
                     .collect();
                 Some(PositionTable::Sinusoidal(Tensor::from_data(
@@ -192,6 +216,38 @@ mod tests {
                     assert!((got - sinusoid(4 + t, dim, 6)).abs() < 1e-6);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn marian_layout_puts_the_sines_first_and_the_cosines_after() {
+        // d_model 4, pos 1: frequencies 1 and 1/100: [sin 1, sin 0.01, cos 1, cos 0.01].
+        let want = [
+            0.841_470_984_8,
+            0.009_999_833_3,
+            0.540_302_305_9,
+            0.999_950_000_4,
+        ];
+        for (dim, want) in want.into_iter().enumerate() {
+            assert!(
+                (sinusoid_halves(1, dim, 4) - want).abs() < 1e-9,
+                "dim {dim}"
+            );
+        }
+        // Odd width (5): three sines (frequencies 0, 1, 2 of 10000^(2i/5)), then two cosines.
+        assert!((sinusoid_halves(2, 2, 5) - sinusoid(2, 4, 5)).abs() < 1e-12);
+        assert!((sinusoid_halves(2, 3, 5) - sinusoid(2, 1, 5)).abs() < 1e-12);
+        assert!((sinusoid_halves(2, 4, 5) - sinusoid(2, 3, 5)).abs() < 1e-12);
+        let device = Device::flex();
+        let pe = PositionalEncodingConfig::new(4)
+            .with_max_len(3)
+            .with_kind(PositionalEncodingKind::SinusoidalHalves)
+            .init(&device);
+        assert_eq!(pe.num_params(), 0);
+        let out = pe.forward(Tensor::zeros([1, 1, 4], &device), 1);
+        let out = out.into_data().try_to_vec::<f32>().unwrap();
+        for (got, want) in out.iter().zip(want) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{out:?}");
         }
     }
 

@@ -63,7 +63,7 @@ impl Codec {
     /// A target (translation), as ids without BOS or EOS.
     pub fn target(&self, text: &str) -> Result<Vec<usize>> {
         Ok(match self {
-            Self::Synthetic(task) => task.parse(text)?,
+            Self::Synthetic(task) => task.parse_symbols(text)?,
             Self::Translation(vocab) => vocab.encode(text)?,
         })
     }

@@ -366,10 +366,11 @@ impl TrainArgs {
 }
 
 /// Flags that only the synthetic tasks read.
-pub const SYNTHETIC_FLAGS: [&str; 6] = [
+pub const SYNTHETIC_FLAGS: [&str; 7] = [
     "symbols",
     "min_len",
     "max_len",
+    "source_eos",
     "batch_size",
     "eval_every",
     "checkpoint_every",
@@ -481,12 +482,17 @@ pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
             let task = args.task.synthetic()?;
             let config = preset.synthetic_run(task.clone())?;
             println!(
-                "training a {}-parameter model on `{}` (symbols {}, lengths {}..={}) for {} steps into {}",
+                "training a {}-parameter model on `{}` (symbols {}, lengths {}..={}{}) for {} steps into {}",
                 format_params(&config),
                 task.kind,
                 task.n_symbols,
                 task.min_len,
                 task.max_len,
+                if task.source_eos {
+                    ", sources end in EOS"
+                } else {
+                    ""
+                },
                 config.training.steps,
                 args.out.display()
             );

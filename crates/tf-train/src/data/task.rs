@@ -2,6 +2,8 @@
 //!
 //! A task's vocabulary is its `n_symbols` symbols, written `0 .. n_symbols-1`, plus three
 //! special tokens: token ids are `PAD = 0`, `BOS = 1`, `EOS = 2`, and symbol `s` is `s + 3`.
+//! Sources are the symbols alone, or with EOS after them ([`Task::with_source_eos`]), which
+//! gives an encoder without absolute positions (RoPE, none) a fixed point to count from.
 
 use std::fmt;
 
@@ -41,7 +43,8 @@ impl fmt::Display for TaskKind {
     }
 }
 
-/// A source and its target, as token ids (no BOS/EOS).
+/// A source and its target, as token ids: no BOS or EOS, except the source's EOS of a task
+/// [`with_source_eos`](Task::with_source_eos).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Example {
     /// Source token ids.
@@ -61,6 +64,10 @@ pub struct Task {
     pub min_len: usize,
     /// Longest sequence (symbols).
     pub max_len: usize,
+    /// Whether sources end with EOS (targets always do, as the decoder's last output). Off in
+    /// the paper's setting and in model directories written before the option existed.
+    #[serde(default)]
+    pub source_eos: bool,
 }
 
 /// A task that cannot generate examples.
@@ -100,9 +107,30 @@ impl Task {
             n_symbols,
             min_len,
             max_len,
+            source_eos: false,
         };
         task.validate()?;
         Ok(task)
+    }
+
+    /// The task with sources that end in EOS (`true`) or not: what [`sample`](Self::sample)
+    /// and [`parse`](Self::parse) produce. Targets and alignments are the same either way.
+    pub fn with_source_eos(mut self, source_eos: bool) -> Self {
+        self.source_eos = source_eos;
+        self
+    }
+
+    /// Tokens of the longest source: `max_len` symbols, and the EOS with source EOS.
+    pub fn longest_source(&self) -> usize {
+        self.max_len + usize::from(self.source_eos)
+    }
+
+    /// The symbols of a source: all of it, less the EOS a task with source EOS ends it with.
+    pub fn symbols<'a>(&self, src: &'a [usize]) -> &'a [usize] {
+        match src.split_last() {
+            Some((&EOS, symbols)) if self.source_eos => symbols,
+            _ => src,
+        }
     }
 
     /// Checks the sizes.
@@ -123,9 +151,10 @@ impl Task {
     }
 
     /// The smallest model for this task's tokens ([`TransformerConfig::tiny`]), with positions
-    /// for its longest target and EOS: for tests and examples.
+    /// for its longest target and EOS (and source and EOS): for tests and examples.
     pub fn tiny_model(&self) -> TransformerConfig {
-        TransformerConfig::tiny(self.vocab_size(), self.vocab_size()).with_max_len(self.max_len + 2)
+        TransformerConfig::tiny(self.vocab_size(), self.vocab_size())
+            .with_max_len(self.longest_source() + 2)
     }
 
     /// Vocabulary size: the symbols and the special tokens.
@@ -133,9 +162,9 @@ impl Task {
         self.n_symbols + N_SPECIAL
     }
 
-    /// The target for a source (token ids).
+    /// The target for a source (token ids; a source EOS is no symbol and stays out).
     pub fn target(&self, src: &[usize]) -> Vec<usize> {
-        let mut tgt = src.to_vec();
+        let mut tgt = self.symbols(src).to_vec();
         match self.kind {
             TaskKind::Copy => {}
             TaskKind::Reverse => tgt.reverse(),
@@ -148,6 +177,7 @@ impl Task {
     /// `n − 1 − i` for reverse, and for sort the position of the `i`-th smallest symbol (ties
     /// in source order). The ground truth that cross-attention alignment is scored against.
     pub fn alignment(&self, src: &[usize]) -> Vec<usize> {
+        let src = self.symbols(src);
         let n = src.len();
         match self.kind {
             TaskKind::Copy => (0..n).collect(),
@@ -160,13 +190,16 @@ impl Task {
         }
     }
 
-    /// One random example.
+    /// One random example: `min_len` to `max_len` symbols (and EOS with source EOS).
     pub fn sample(&self, rng: &mut StdRng) -> Example {
         let len = rng.random_range(self.min_len..=self.max_len);
-        let src: Vec<usize> = (0..len)
+        let mut src: Vec<usize> = (0..len)
             .map(|_| rng.random_range(0..self.n_symbols) + N_SPECIAL)
             .collect();
         let tgt = self.target(&src);
+        if self.source_eos {
+            src.push(EOS);
+        }
         Example { src, tgt }
     }
 
@@ -176,10 +209,20 @@ impl Task {
         (0..count).map(|_| self.sample(&mut rng)).collect()
     }
 
-    /// Parses whitespace-separated symbols (`"3 1 4 1 5"`) into token ids.
+    /// Parses whitespace-separated symbols (`"3 1 4 1 5"`) into source token ids: EOS after
+    /// them with source EOS, except after none (an empty line stays empty, for the caller to
+    /// refuse).
     pub fn parse(&self, line: &str) -> Result<Vec<usize>, TaskError> {
-        let ids = line
-            .split_whitespace()
+        let mut ids = self.parse_symbols(line)?;
+        if self.source_eos && !ids.is_empty() {
+            ids.push(EOS);
+        }
+        Ok(ids)
+    }
+
+    /// Parses whitespace-separated symbols into their token ids, and nothing else: a target.
+    pub fn parse_symbols(&self, line: &str) -> Result<Vec<usize>, TaskError> {
+        line.split_whitespace()
             .map(|token| match token.parse::<usize>() {
                 Ok(symbol) if symbol < self.n_symbols => Ok(symbol + N_SPECIAL),
                 _ => Err(TaskError::UnknownSymbol {
@@ -187,8 +230,7 @@ impl Task {
                     max: self.n_symbols - 1,
                 }),
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ids)
+            .collect()
     }
 
     /// Writes token ids as symbols; special tokens (which a model may emit) by name.
@@ -275,5 +317,27 @@ mod tests {
         assert_eq!(reverse.alignment(&[5, 6, 7]), [2, 1, 0]);
         let sort = Task::new(TaskKind::Sort, 10, 1, 12).unwrap();
         assert_eq!(sort.alignment(&[7, 5, 7, 3]), [3, 1, 0, 2]);
+    }
+
+    #[test]
+    fn source_eos_ends_sources_and_changes_no_target_or_alignment() {
+        let plain = Task::new(TaskKind::Reverse, 10, 1, 12).unwrap();
+        let with_eos = plain.clone().with_source_eos(true);
+        assert_eq!(with_eos.parse("3 1 4").unwrap(), [6, 4, 7, EOS]);
+        assert_eq!(with_eos.parse_symbols("3 1 4").unwrap(), [6, 4, 7]);
+        assert!(with_eos.parse(" ").unwrap().is_empty());
+        assert_eq!(with_eos.target(&[6, 4, 7, EOS]), [7, 4, 6]);
+        assert_eq!(with_eos.alignment(&[6, 4, 7, EOS]), [2, 1, 0]);
+        // Without the option an EOS is not stripped: it is no symbol of a plain source.
+        assert_eq!(plain.symbols(&[6, EOS]), [6, EOS]);
+        // The same draws: the sources differ by the EOS alone.
+        for (a, b) in plain.samples(50, 9).iter().zip(with_eos.samples(50, 9)) {
+            assert_eq!([a.src.as_slice(), &[EOS]].concat(), b.src);
+            assert_eq!(a.tgt, b.tgt);
+        }
+        // Saved before the option existed: no source EOS.
+        let old = r#"{"kind":"copy","n_symbols":5,"min_len":1,"max_len":4}"#;
+        let task: Task = serde_json::from_str(old).unwrap();
+        assert!(!task.source_eos);
     }
 }

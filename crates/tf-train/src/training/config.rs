@@ -314,9 +314,9 @@ pub fn estimated_parameters(config: &TransformerConfig) -> u128 {
         }
     };
     let positions = match config.positional_encoding {
-        PositionalEncodingKind::Sinusoidal | PositionalEncodingKind::Learned => {
-            n(config.max_len) * d
-        }
+        PositionalEncodingKind::Sinusoidal
+        | PositionalEncodingKind::SinusoidalHalves
+        | PositionalEncodingKind::Learned => n(config.max_len) * d,
         // A cosine and a sine table per self-attention, each `max_len × d_k`.
         PositionalEncodingKind::Rotary => {
             let d_k = n(config.layer.head_width());

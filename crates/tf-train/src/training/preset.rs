@@ -92,10 +92,11 @@ impl Preset {
             .with_embedding_sharing(self.embedding_sharing)
     }
 
-    /// A synthetic-task run: the model sized to the task (its longest target and EOS), checked.
+    /// A synthetic-task run: the model sized to the task (its longest source, and one more
+    /// position: an output as long as that source and its EOS fit), checked.
     pub fn synthetic_run(&self, task: Task) -> Result<RunConfig> {
         let config = RunConfig {
-            model: self.model(task.vocab_size(), task.max_len + 1),
+            model: self.model(task.vocab_size(), task.longest_source() + 1),
             task: task.into(),
             training: self.training.clone(),
         };
