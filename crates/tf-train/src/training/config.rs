@@ -172,6 +172,15 @@ impl RunTask {
         }
     }
 
+    /// Tokens of the longest source the task trains on: [`max_len`](Self::max_len), and the
+    /// EOS of a synthetic task [`with_source_eos`](Task::with_source_eos).
+    pub fn longest_source(&self) -> usize {
+        match self {
+            Self::Synthetic(task) => task.longest_source(),
+            Self::Translation(task) => task.max_len,
+        }
+    }
+
     /// Checks the task.
     pub fn validate(&self) -> Result<()> {
         match self {
@@ -210,12 +219,13 @@ impl RunConfig {
                 self.task.vocab_size()
             );
         }
-        // BOS + target + EOS must fit the positional encoding.
-        if self.task.max_len() + 1 > self.model.max_len {
+        // BOS + target + EOS must fit the positional encoding, and so must the longest
+        // source with a position to spare (the output of a source that long, and its EOS).
+        let longest = self.task.longest_source().max(self.task.max_len());
+        if longest + 1 > self.model.max_len {
             bail!(
-                "task sequences of up to {} tokens need max_len >= {}, the model has {}",
-                self.task.max_len(),
-                self.task.max_len() + 1,
+                "task sequences of up to {longest} tokens need max_len >= {}, the model has {}",
+                longest + 1,
                 self.model.max_len
             );
         }
