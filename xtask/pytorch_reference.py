@@ -19,11 +19,14 @@ checkpoints replaces it if it scores at least as well; beam 5 with the GNMT leng
 on all of `val` among 0.6, 1, 1.5, 2, 3 (--alphas) and at most 1.5 * source + 10 tokens on
 test_2016_flickr.
 
-Where it differs, as nn.Transformer does: attention weights are dropped too (at --dropout; ours
-keeps the paper's none), PyTorch's label smoothing spreads epsilon over every class including
-padding, and its beam search decodes one sentence at a time without a cache (the same search,
-slower). Prints one line per 50 steps and per epoch, writes metrics.csv, summary.json and the
-test translations into --out.
+nn.Transformer's own extras are turned off to match: it drops attention weights and the
+feed-forward's hidden activations at its dropout rate (here --inner-dropout, default 0, as ours and
+the paper: dropout on sublayer outputs only), and it ends each stack with a LayerNorm (removed: a
+post-norm stack ends normalized). Where it still differs: nn.Transformer starts its feed-forward
+weights Xavier-uniform (ours: Kaiming-uniform, nn.Linear's default; both Xavier in attention),
+PyTorch's label smoothing spreads epsilon over every class including padding, and its beam search
+decodes one sentence at a time without a cache (the same search, slower). Prints one line per 50
+steps and per epoch, writes metrics.csv, summary.json and the test translations into --out.
 """
 
 import argparse
@@ -106,7 +109,7 @@ def pad(rows):
 
 
 class Translator(nn.Module):
-    def __init__(self, vocab, d_model, heads, layers, d_ff, dropout, max_len=512):
+    def __init__(self, vocab, d_model, heads, layers, d_ff, dropout, inner_dropout, max_len=512):
         super().__init__()
         self.d_model = d_model
         self.embedding = nn.Embedding(vocab, d_model, padding_idx=PAD)
@@ -116,6 +119,16 @@ class Translator(nn.Module):
         self.transformer = nn.Transformer(
             d_model, heads, layers, layers, d_ff, dropout, batch_first=True
         )
+        # nn.Transformer drops attention weights and FFN hidden activations at `dropout` too;
+        # the paper (and ours) drops sublayer outputs only.
+        for layer in [*self.transformer.encoder.layers, *self.transformer.decoder.layers]:
+            layer.self_attn.dropout = inner_dropout
+            if hasattr(layer, "multihead_attn"):
+                layer.multihead_attn.dropout = inner_dropout
+            layer.dropout.p = inner_dropout
+        # ...and ends each stack with one more LayerNorm, which a post-norm stack does not have.
+        self.transformer.encoder.norm = None
+        self.transformer.decoder.norm = None
 
     def embed(self, tokens):
         x = self.embedding(tokens) * math.sqrt(self.d_model) + self.pe[: tokens.size(1)]
@@ -227,6 +240,7 @@ def main():
     p.add_argument("--max-minutes", type=float, default=85.0)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--inner-dropout", type=float, default=0.0, help="dropout on attention weights and FFN hidden activations (nn.Transformer's default: --dropout)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--vocab-size", type=int, default=8000)
@@ -259,7 +273,7 @@ def main():
         return [(s, t) for s, t in pairs if 0 < len(s) < args.max_tokens and 0 < len(t) < args.max_tokens]
 
     train, val = encode(train_src, train_tgt), encode(val_src, val_tgt)
-    model = Translator(tokenizer.get_vocab_size(), 256, 4, 3, 1024, args.dropout)
+    model = Translator(tokenizer.get_vocab_size(), 256, 4, 3, 1024, args.dropout, args.inner_dropout)
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     peak, warmup = 1e-3, 800
