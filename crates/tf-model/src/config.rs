@@ -78,6 +78,15 @@ pub struct TransformerConfig {
     /// Shared embedding matrices. Default: target embedding = output projection.
     #[config(default = "EmbeddingSharing::TargetOutput")]
     pub embedding_sharing: EmbeddingSharing,
+    /// Whether token embeddings are multiplied by `√d_model` (§3.4). Default: true, as in the
+    /// paper; some models are trained without (`transformers`' `scale_embedding = false`).
+    #[config(default = true)]
+    pub scale_embedding: bool,
+    /// Whether an output projection tied to an embedding adds a bias to the logits (MarianMT's
+    /// `final_logits_bias`). Default: false, as in the paper. A separate output projection
+    /// ([`EmbeddingSharing::Separate`]) always has its own bias.
+    #[config(default = false)]
+    pub output_bias: bool,
     /// Heads per attention block after pruning (each of the layer's head width). Default:
     /// none, every block has `n_heads`.
     #[config(default = "None")]
@@ -185,6 +194,13 @@ impl TransformerConfig {
                     "embedding_sharing All needs one vocabulary, got src_vocab {} and tgt_vocab {}",
                     self.src_vocab, self.tgt_vocab
                 ),
+            ));
+        }
+        if self.output_bias && self.embedding_sharing == EmbeddingSharing::Separate {
+            return Err(ConfigError::new(
+                NAME,
+                "output_bias is for an output projection tied to an embedding; the separate one \
+                 (embedding_sharing Separate) has its own bias",
             ));
         }
         self.stack_layer().validate()?;
@@ -299,6 +315,12 @@ mod tests {
                 .validate()
                 .is_err()
         );
+        let err = TransformerConfig::tiny(10, 10)
+            .with_embedding_sharing(EmbeddingSharing::Separate)
+            .with_output_bias(true)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("output_bias"), "{err}");
         let counts = HeadCounts::new(vec![2, 1], vec![1, 2], vec![2]);
         let err = TransformerConfig::tiny(10, 10)
             .with_head_counts(Some(counts))

@@ -1,6 +1,6 @@
 //! The encoder–decoder Transformer (§3, Figure 1).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Int, Tensor};
 use tf_attention::fused_linear::{self, Activation};
@@ -24,6 +24,10 @@ pub struct Transformer {
     pub tgt_embedding: Option<ScaledEmbedding>,
     /// Output projection to target logits; `None` when tied to the target embedding.
     pub generator: Option<Linear>,
+    /// `[tgt_vocab]` bias added to the tied output projection's logits (MarianMT's
+    /// `final_logits_bias`); `None` without one, and always with a `generator`, which has its
+    /// own.
+    pub output_bias: Option<Param<Tensor<1>>>,
     /// Position information added to both embeddings.
     pub positional: PositionalEncoding,
     /// Dropout on the embedding + position sums (§5.4).
@@ -58,7 +62,8 @@ impl Transformer {
     /// Builds the modules of a validated `config`; use [`TransformerConfig::init`].
     pub(crate) fn new(config: &TransformerConfig, device: &Device) -> Self {
         let d_model = config.layer.d_model;
-        let embedding = |vocab| ScaledEmbedding::new(vocab, d_model, device);
+        let embedding =
+            |vocab| ScaledEmbedding::new(vocab, d_model, config.scale_embedding, device);
         let (tgt_embedding, generator) = match config.embedding_sharing {
             EmbeddingSharing::Separate => (
                 Some(embedding(config.tgt_vocab)),
@@ -73,6 +78,9 @@ impl Transformer {
             src_embedding: embedding(config.src_vocab),
             tgt_embedding,
             generator,
+            output_bias: config
+                .output_bias
+                .then(|| Param::from_tensor(Tensor::zeros([config.tgt_vocab], device))),
             positional: config.positional().init(device),
             embedding_dropout: DropoutConfig::new(layer.dropout).init(),
             encoder: Encoder::with_heads(layer, &encoder_heads, config.has_final_norm(), device),
@@ -328,7 +336,8 @@ impl Transformer {
         (logits, weights)
     }
 
-    /// The pre-softmax projection, tied to the target embedding unless a generator exists.
+    /// The pre-softmax projection, tied to the target embedding (plus the output bias, if any)
+    /// unless a generator exists.
     ///
     /// # Shapes
     /// - `x`: `[batch, tgt_len, d_model]`
@@ -339,7 +348,7 @@ impl Transformer {
             None => fused_linear::linear(
                 x,
                 self.tgt_embedding().weight().transpose(), // x Eᵀ
-                None,
+                self.output_bias.as_ref().map(Param::val),
                 Activation::Identity,
             ),
         }
@@ -433,6 +442,27 @@ mod tests {
         // A 13 × 16 matrix (and the generator's 13 biases) per sharing step.
         assert_eq!(separate - target_output, 13 * 16 + 13);
         assert_eq!(target_output - all, 13 * 16);
+    }
+
+    #[test]
+    fn the_output_bias_is_added_to_every_positions_logits() {
+        let device = Device::flex();
+        let config = tiny().with_output_bias(true);
+        let mut model = config.init(&device);
+        assert_eq!(model.num_params(), tiny().init(&device).num_params() + 13);
+        let src = Tensor::<2, Int>::from_ints([[3, 4, 5]], &device);
+        let tgt = Tensor::<2, Int>::from_ints([[1, 6]], &device);
+        let before = model.forward(src.clone(), tgt.clone(), None, None);
+        let bias: Vec<f32> = (0..13).map(|v| v as f32 * 0.5).collect();
+        model.output_bias = Some(Param::from_tensor(Tensor::from_floats(
+            bias.as_slice(),
+            &device,
+        )));
+        let after = model.forward(src, tgt, None, None);
+        let added = (after - before).into_data().try_to_vec::<f32>().unwrap();
+        for (i, value) in added.iter().enumerate() {
+            assert!((value - bias[i % 13]).abs() < 1e-5, "{i}: {value}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tf_model::Transformer;
+use tf_model::{Transformer, TransformerConfig};
 
 use crate::data::subword::SubwordVocab;
 use crate::error::{self, Error, Result, ResultExt, bail};
@@ -164,8 +164,8 @@ impl ModelDir {
         write_atomic(&self.root.join(CONFIG_FILE), json.as_bytes())
     }
 
-    /// Reads and checks the run's configuration; files written before the model's layer
-    /// settings were nested still load.
+    /// Reads and checks the run's configuration; files written by earlier versions (flat layer
+    /// settings, model fields added since) still load.
     pub fn load_config(&self) -> Result<RunConfig> {
         let path = self.root.join(CONFIG_FILE);
         if !path.is_file() {
@@ -181,7 +181,7 @@ impl ModelDir {
             |err: serde_json::Error| Error::format(&path, "is not a valid run configuration", err);
         let json: Value = serde_json::from_str(&text).map_err(invalid)?;
         let config: RunConfig =
-            serde_json::from_value(nest_layer_settings(json)).map_err(invalid)?;
+            serde_json::from_value(upgrade_model_config(json)).map_err(invalid)?;
         config
             .validate()
             .with_context(|| format!("in {}", path.display()))?;
@@ -279,6 +279,36 @@ const LAYER_SETTINGS: [&str; 8] = [
     "layer_norm_eps",
 ];
 
+/// `json`'s `model` as `TransformerConfig` reads it now: flat layer settings moved into
+/// `model.layer` ([`nest_layer_settings`]), and every model or layer field the file does not
+/// have set to its default. A field is only ever added with the default that keeps earlier
+/// models as they were (`scale_embedding` true, `output_bias` false), so a file that predates
+/// it means that default; burn's `Config` derive would otherwise refuse the file.
+fn upgrade_model_config(json: Value) -> Value {
+    let mut json = nest_layer_settings(json);
+    let Some(model) = json.get_mut("model").and_then(Value::as_object_mut) else {
+        return json;
+    };
+    let defaults = match serde_json::to_value(TransformerConfig::new(1, 1)) {
+        Ok(Value::Object(defaults)) => defaults,
+        _ => return json,
+    };
+    for (name, default) in defaults {
+        match (model.get_mut(&name), default) {
+            (None, default) => {
+                model.insert(name, default);
+            }
+            (Some(Value::Object(layer)), Value::Object(layer_defaults)) if name == "layer" => {
+                for (name, default) in layer_defaults {
+                    layer.entry(name).or_insert(default);
+                }
+            }
+            _ => {}
+        }
+    }
+    json
+}
+
 /// Moves flat layer settings of `model` into `model.layer`, where `TransformerConfig` keeps
 /// them; a file that already nests them is returned as it is.
 fn nest_layer_settings(mut json: Value) -> Value {
@@ -366,6 +396,8 @@ mod tests {
                 expected
             );
             assert_eq!((layer.dropout, layer.layer_norm_eps), (0.1, 1e-5));
+            // Fields added since take the defaults that keep the model as it was.
+            assert!(model.scale_embedding && !model.output_bias);
             // Saved again, it is nested, and loads to the same configuration.
             ModelDir::new(&dir).save_config(&config).unwrap();
             let saved = std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap();

@@ -315,14 +315,20 @@ pub fn estimated_parameters(config: &TransformerConfig) -> u128 {
     let norm = 2 * d;
     let encoder = n(config.n_encoder_layers) * (attention + feed_forward + 2 * norm);
     let decoder = n(config.n_decoder_layers) * (2 * attention + feed_forward + 3 * norm);
-    let embeddings = match config.embedding_sharing {
-        EmbeddingSharing::All => n(config.src_vocab) * d,
-        EmbeddingSharing::TargetOutput => n(config.src_vocab + config.tgt_vocab) * d,
-        // The output projection has a bias.
-        EmbeddingSharing::Separate => {
-            n(config.src_vocab + 2 * config.tgt_vocab) * d + n(config.tgt_vocab)
-        }
+    let output_bias = if config.output_bias {
+        n(config.tgt_vocab)
+    } else {
+        0
     };
+    let embeddings = output_bias
+        + match config.embedding_sharing {
+            EmbeddingSharing::All => n(config.src_vocab) * d,
+            EmbeddingSharing::TargetOutput => n(config.src_vocab + config.tgt_vocab) * d,
+            // The output projection has a bias.
+            EmbeddingSharing::Separate => {
+                n(config.src_vocab + 2 * config.tgt_vocab) * d + n(config.tgt_vocab)
+            }
+        };
     let positions = match config.positional_encoding {
         PositionalEncodingKind::Sinusoidal
         | PositionalEncodingKind::SinusoidalHalves
@@ -411,6 +417,7 @@ mod tests {
                 .clone()
                 .with_layer(tiny.layer.clone().with_norm_position(norm))
                 .with_embedding_sharing(sharing)
+                .with_output_bias(sharing != Separate)
                 .with_max_len(20);
             let config = if sharing == All {
                 TransformerConfig {
