@@ -38,5 +38,6 @@ pub use feed_forward::{
 pub use layer_config::TransformerLayerConfig;
 pub use positional_encoding::{
     PositionTable, PositionalEncoding, PositionalEncodingConfig, PositionalEncodingKind, sinusoid,
+    sinusoid_halves,
 };
 pub use residual::{NormPosition, ResidualNorm, ResidualNormConfig};

@@ -391,17 +391,7 @@ pub fn load_state_dict<M: Module>(
     safetensors: &[u8],
     params: &[TorchParameter],
 ) -> Result<Imported<M>, TorchImportError> {
-    let file = SafeTensors::deserialize(safetensors)
-        .map_err(|err| TorchImportError::Format(err.to_string()))?;
-    let found: BTreeMap<String, (Vec<usize>, Dtype)> = file
-        .iter()
-        .map(|(name, view)| (name.to_string(), (view.shape().to_vec(), view.dtype())))
-        .collect();
-    let problems = mismatches(&found, params);
-    if !problems.is_empty() {
-        return Err(TorchImportError::Mismatch(problems));
-    }
-
+    let (_, found) = checked_file(safetensors, params)?;
     let remapper = KeyRemapper::from_patterns(
         params
             .iter()
@@ -456,11 +446,29 @@ pub fn load_state_dict<M: Module>(
     })
 }
 
-/// Each way the file's tensors differ from `params`, one line each.
-fn mismatches(
-    found: &BTreeMap<String, (Vec<usize>, Dtype)>,
+/// Each tensor's shape and dtype, by name.
+pub(crate) type FoundTensors = BTreeMap<String, (Vec<usize>, Dtype)>;
+
+/// The parsed file, once its tensors are checked against `params` (every problem at once).
+pub(crate) fn checked_file<'a>(
+    safetensors: &'a [u8],
     params: &[TorchParameter],
-) -> Vec<String> {
+) -> Result<(SafeTensors<'a>, FoundTensors), TorchImportError> {
+    let file = SafeTensors::deserialize(safetensors)
+        .map_err(|err| TorchImportError::Format(err.to_string()))?;
+    let found: FoundTensors = file
+        .iter()
+        .map(|(name, view)| (name.to_string(), (view.shape().to_vec(), view.dtype())))
+        .collect();
+    let problems = mismatches(&found, params);
+    if !problems.is_empty() {
+        return Err(TorchImportError::Mismatch(problems));
+    }
+    Ok((file, found))
+}
+
+/// Each way the file's tensors differ from `params`, one line each.
+fn mismatches(found: &FoundTensors, params: &[TorchParameter]) -> Vec<String> {
     let mut problems = Vec::new();
     for param in params {
         match found.get(&param.torch_name) {
