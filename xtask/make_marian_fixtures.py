@@ -18,6 +18,10 @@ Each model case is a directory NAME/ holding
 - `generate.json`: the token ids `model.generate` returns for `input.src`, greedy and beam 5,
   with the arguments it was given.
 
+The translator case, `translator/`, is a MarianMT model over the tokenizer case's vocabulary,
+trained briefly on Multi30k, with `generate`'s greedy translations of validation sentences
+(`translations.json`).
+
 Every parameter, the LayerNorms and `final_logits_bias` included, is drawn at random with a
 spread that makes a mix-up (sine for cosine half, query for key, weight for bias) visible far
 above the tolerance.
@@ -202,6 +206,7 @@ def train_spm(lines, prefix, vocab_size, normalization):
     sentencepiece.SentencePieceTrainer.train(
         input=str(text), model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
         normalization_rule_name=normalization, character_coverage=0.995, minloglevel=2,
+        num_threads=1,
     )
     return sentencepiece.SentencePieceProcessor(model_file=prefix + ".model")
 
@@ -247,12 +252,66 @@ def tokenizer_case(out_dir, corpus):
     print(f"tokenizer: {len(vocab)} ids, {len(rows)} sentences, {unknown} unknown source ids")
 
 
+def translator_case(out_dir, corpus):
+    """A MarianMT model over the tokenizer case's vocabulary, trained for a few hundred steps on
+    Multi30k, and the greedy translations `generate` gives of validation sentences: what
+    `tf import-marian` followed by `tf translate --beam 1` must reproduce. Only the model files
+    are written (`translator/`); the test puts the tokenizer's beside them."""
+    torch.manual_seed(7)
+    tokenizer = MarianTokenizer.from_pretrained(out_dir / "tokenizer")
+    vocab = len(tokenizer.get_vocab())
+    config = MarianConfig(
+        vocab_size=vocab, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, activation_function="swish", scale_embedding=True,
+        max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id, dropout=0.0,
+    )
+    model = MarianMTModel(config)
+    de = read_lines(corpus / "train.de.gz")[:2000]
+    en = read_lines(corpus / "train.en.gz")[:2000]
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    model.train()
+    for step in range(400):
+        rows = [(step * 16 + i) % len(de) for i in range(16)]
+        batch = tokenizer([de[i] for i in rows], text_target=[en[i] for i in rows],
+                          padding=True, truncation=True, max_length=40, return_tensors="pt")
+        batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    directory = out_dir / "translator"
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+
+    sentences = [s for s in read_lines(corpus / "val.de.gz") if len(s.split()) <= 10][:40]
+    kept = []
+    for sentence in sentences:
+        ids = tokenizer(sentence, return_tensors="pt")
+        # `tf translate` stops at 1.5 × the source's tokens + 10: sentences whose translation
+        # ends with EOS within that are kept.
+        limit = int(1.5 * ids["input_ids"].shape[1]) + 10
+        with torch.no_grad():
+            out = model.generate(**ids, num_beams=1, do_sample=False, max_new_tokens=limit + 1)
+        tokens = out[0].tolist()[1:]
+        if tokenizer.eos_token_id in tokens and tokens.index(tokenizer.eos_token_id) < limit:
+            kept.append({"source": sentence,
+                         "greedy": tokenizer.decode(out[0], skip_special_tokens=True)})
+    (directory / "translations.json").write_text(
+        json.dumps(kept, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"translator: loss {loss.item():.2f}, {len(kept)} of {len(sentences)} translations kept")
+
+
 def main():
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("tests/fixtures/marian")
     corpus = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("data/multi30k")
     for seed, (name, settings) in enumerate(CASES.items()):
         case(name, settings, out_dir, seed)
     tokenizer_case(out_dir, corpus)
+    translator_case(out_dir, corpus)
 
 
 if __name__ == "__main__":

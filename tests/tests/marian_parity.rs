@@ -25,7 +25,7 @@ fn cases() -> Vec<PathBuf> {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
         .map(|entry| entry.unwrap().path())
-        .filter(|path| path.join("config.json").is_file())
+        .filter(|path| path.join("reference.safetensors").is_file())
         .collect();
     cases.sort();
     assert!(cases.len() >= 3, "too few fixtures in {}", root.display());

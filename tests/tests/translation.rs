@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use tf_layers::TransformerLayerConfig;
 use tf_model::{EmbeddingSharing, OutputLimit, TransformerConfig};
 use tf_train::data::translation::TranslationTask;
+use tf_train::data::vocabulary::TranslationVocab;
 use tf_train::eval::translate::{TranslateOptions, translate};
 use tf_train::store::model_dir::Dropout;
 use tf_train::training::observer::PrintReports;
@@ -58,6 +59,7 @@ fn a_tiny_model_learns_twenty_real_pairs_and_translates_them_exactly() {
         vocab_size: 400,
         max_len: 80,
         batch_tokens: 240,
+        vocabulary: Default::default(),
     };
     let pairs = task.read("train").unwrap();
     let vocab = task.learn_vocabulary(&pairs, 1).unwrap();
@@ -104,8 +106,9 @@ fn a_tiny_model_learns_twenty_real_pairs_and_translates_them_exactly() {
     assert!(best.bleu > 99.99, "best validation BLEU {}", best.bleu);
 
     let (_, model) = dir.load_model(&device, Dropout::AsConfigured).unwrap();
+    let learned = TranslationVocab::from(vocab);
     for options in [TranslateOptions::greedy(), TranslateOptions::beam(4, 0.6)] {
-        let out = translate(&model, &vocab, &pairs.source, &options, &device, |_| {}).unwrap();
+        let out = translate(&model, &learned, &pairs.source, &options, &device, |_| {}).unwrap();
         assert!(out.truncated.is_empty());
         assert_eq!(out.sentences, pairs.target, "beam {}", options.beam_size);
     }

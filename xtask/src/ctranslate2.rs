@@ -209,7 +209,7 @@ pub fn compare(
     let sources: Vec<Vec<usize>> = sources_text
         .iter()
         .map(|s| {
-            vocab.encode(s).map(|mut ids| {
+            vocab.encode_source(s).map(|mut ids| {
                 ids.truncate(max_source);
                 ids
             })

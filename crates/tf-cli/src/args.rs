@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tf_train::data::corpus::{ParallelCorpus, read_split};
-use tf_train::data::subword::SubwordVocab;
 use tf_train::data::task::Example;
 use tf_train::data::translation::{TranslationTask, encode_pairs};
+use tf_train::data::vocabulary::TranslationVocab;
 use tf_train::eval::length_penalty::check_alphas;
 use tf_train::{Task, TaskKind};
 
@@ -110,7 +110,7 @@ pub struct TranslatorSplit {
 /// one the model was trained on) and encodes its first `limit` pairs with `vocab`.
 pub fn translator_split(
     task: &TranslationTask,
-    vocab: &SubwordVocab,
+    vocab: &TranslationVocab,
     data: Option<&Path>,
     split: Option<&str>,
     limit: usize,

@@ -14,8 +14,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    ablate, align, attention, attribute, average, bleu, data, distill, eval, heads, import_torch,
-    length_penalty, lens, patch, plot, predict, prune, train, translate,
+    ablate, align, attention, attribute, average, bleu, data, distill, eval, heads, import_marian,
+    import_torch, length_penalty, lens, patch, plot, predict, prune, train, translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -84,6 +84,10 @@ enum Command {
     /// `tgt_embedding.weight` ([vocab, d_model], scaled by sqrt(d_model); the target one is also the
     /// output projection) to the file, or the model directory keeps freshly initialised ones.
     ImportTorch(import_torch::ImportTorchArgs),
+    /// Import a Hugging Face MarianMT model (an opus-mt translator) and its tokenizer into a
+    /// model directory: what `save_pretrained` writes (config.json, model.safetensors,
+    /// source.spm, target.spm, vocab.json). Every translation command then reads it.
+    ImportMarian(import_marian::ImportMarianArgs),
     /// Decode one input and draw its attention: a heatmap per layer and head (PNG and SVG) with
     /// token labels, a layers × heads grid per attention kind, and the weights as JSON.
     Attention(attention::AttentionArgs),
@@ -192,6 +196,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict::run(args, &device),
         Command::Eval(args) => eval::run(args, &device),
         Command::ImportTorch(args) => import_torch::run(args, &device),
+        Command::ImportMarian(args) => import_marian::run(args, &device),
         Command::Attention(args) => attention::run(args, &device),
         Command::Heads(args) => heads::run(args, &device),
         Command::Prune(args) => prune::run(args, &device),

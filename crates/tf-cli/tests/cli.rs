@@ -1675,3 +1675,131 @@ fn ablate_and_patch_a_trained_model_and_refuse_what_does_not_fit() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The MarianMT fixtures: `xtask/make_marian_fixtures.py`'s output.
+fn marian_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/marian")
+}
+
+/// What `save_pretrained` writes for a translator: the fixture model with the fixture tokenizer
+/// beside it, in a fresh directory.
+fn marian_snapshot(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tf-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (case, files) in [
+        ("translator", &["config.json", "model.safetensors"][..]),
+        (
+            "tokenizer",
+            &[
+                "source.spm",
+                "target.spm",
+                "vocab.json",
+                "tokenizer_config.json",
+            ][..],
+        ),
+    ] {
+        for file in files {
+            std::fs::copy(marian_fixtures().join(case).join(file), dir.join(file)).unwrap();
+        }
+    }
+    dir
+}
+
+/// `tf import-marian` of `from` into `out`, German to English.
+fn import_marian(from: &Path, out: &Path) -> Output {
+    tf(&[
+        "import-marian",
+        "--from",
+        from.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--src",
+        "de",
+        "--tgt",
+        "en",
+    ])
+}
+
+#[test]
+fn an_imported_marian_model_translates_as_transformers_generate_does() {
+    let snapshot = marian_snapshot("marian-snapshot");
+    let out = snapshot.with_extension("model");
+    let _ = std::fs::remove_dir_all(&out);
+    let import = import_marian(&snapshot, &out);
+    assert!(import.status.success(), "{}", stderr(&import));
+    assert!(
+        stdout(&import).contains("654 + 654 ids"),
+        "{}",
+        stdout(&import)
+    );
+
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(marian_fixtures().join("translator/translations.json")).unwrap(),
+    )
+    .unwrap();
+    let rows = reference.as_array().unwrap();
+    assert!(rows.len() >= 30);
+    let sources: String = rows
+        .iter()
+        .map(|row| format!("{}\n", row["source"].as_str().unwrap()))
+        .collect();
+    let translated = tf_with_stdin(
+        &["translate", "--model", out.to_str().unwrap(), "--beam", "1"],
+        sources.as_bytes(),
+    );
+    assert!(translated.status.success(), "{}", stderr(&translated));
+    let ours: Vec<String> = stdout(&translated).lines().map(String::from).collect();
+    let expected: Vec<String> = rows
+        .iter()
+        .map(|row| row["greedy"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ours, expected);
+
+    // Its attention can be drawn like that of a model trained here.
+    let maps = out.join("maps");
+    let attention = tf(&[
+        "attention",
+        "--model",
+        out.to_str().unwrap(),
+        "--out",
+        maps.to_str().unwrap(),
+        rows[0]["source"].as_str().unwrap(),
+    ]);
+    assert!(attention.status.success(), "{}", stderr(&attention));
+    assert!(stdout(&attention).contains("▁"), "{}", stdout(&attention));
+    assert!(maps.join("attention.json").is_file());
+
+    // A second import into the same directory is refused, and a damaged file is named.
+    let again = import_marian(&snapshot, &out);
+    assert!(!again.status.success());
+    let damaged = marian_snapshot("marian-damaged");
+    std::fs::write(damaged.join("source.spm"), b"not a model").unwrap();
+    let broken_out = damaged.with_extension("model");
+    let _ = std::fs::remove_dir_all(&broken_out);
+    let broken = import_marian(&damaged, &broken_out);
+    assert!(!broken.status.success());
+    assert!(
+        stderr(&broken).contains("source.spm") && !stderr(&broken).contains("panicked"),
+        "{}",
+        stderr(&broken)
+    );
+    assert!(!broken_out.join("config.json").exists());
+    std::fs::remove_file(damaged.join("vocab.json")).unwrap();
+    let missing = tf(&[
+        "import-marian",
+        "--from",
+        damaged.to_str().unwrap(),
+        "--out",
+        broken_out.to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("vocab.json"),
+        "{}",
+        stderr(&missing)
+    );
+    for dir in [snapshot, out, damaged, broken_out] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tf_model::{AttentionKind, BlockId, HeadId, Transformer, TransformerConfig};
-use tf_train::data::subword::SubwordVocab;
+use tf_train::data::vocabulary::TranslationVocab;
 use tf_train::eval::accuracy::Accuracy;
 use tf_train::eval::bleu::corpus_bleu;
 use tf_train::eval::translate::{TranslateOptions, translate};
@@ -129,7 +129,7 @@ pub struct TranslationScore {
 /// `beam` is given, each timed.
 pub fn translation_score(
     model: &Transformer,
-    vocab: &SubwordVocab,
+    vocab: &TranslationVocab,
     sources: &[String],
     references: &[String],
     beam: Option<TranslateOptions>,

@@ -120,8 +120,16 @@ fn page(dir: &Path) -> (PathBuf, ViewerData) {
         }
     };
     let source = task.parse(input).unwrap();
-    let maps =
-        AttentionMaps::capture(&model, &source, 13, |id| task.token_label(id), &device).unwrap();
+    let label = |id| task.token_label(id);
+    let maps = AttentionMaps::capture(
+        &model,
+        &source,
+        13,
+        tf_train::data::task::SpecialIds::OURS,
+        (label, label),
+        &device,
+    )
+    .unwrap();
     let info = ViewerInfo {
         title,
         model: summary,

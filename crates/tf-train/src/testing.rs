@@ -16,6 +16,7 @@ pub fn translation_task(data: PathBuf) -> TranslationTask {
         vocab_size: 400,
         max_len: 12,
         batch_tokens: 64,
+        vocabulary: Default::default(),
     }
 }
 

@@ -68,7 +68,15 @@ pub fn run(args: AttentionArgs, device: &Device) -> Result<()> {
     let max_output = codec
         .max_output(&model, source.len())
         .min(model.max_len().saturating_sub(1));
-    let maps = AttentionMaps::capture(&model, &source, max_output, |id| codec.label(id), &device)?;
+    let labels = (|id| codec.source_label(id), |id| codec.label(id));
+    let maps = AttentionMaps::capture(
+        &model,
+        &source,
+        max_output,
+        codec.special_ids(),
+        labels,
+        &device,
+    )?;
     let output_text = codec.text(&maps.output_ids)?;
     println!("input   {}", maps.source.join(" "));
     println!("output  {}", maps.output.join(" "));

@@ -28,7 +28,7 @@ pub fn run(args: AverageArgs, device: &Device) -> Result<()> {
     let averaged = dir.average_checkpoints(args.last, device)?;
     out.save_model(&config, &averaged.model)?;
     if let RunTask::Translation(_) = config.task {
-        dir.load_vocabulary()?.save(&out.tokenizer_path())?;
+        dir.load_vocabulary()?.save(out.path())?;
     }
     println!(
         "averaged {} into {}",

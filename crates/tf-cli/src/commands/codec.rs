@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use burn::tensor::Device;
 use tf_model::{OutputLimit, Transformer};
-use tf_train::data::subword::SubwordVocab;
+use tf_train::data::task::SpecialIds;
+use tf_train::data::vocabulary::TranslationVocab;
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, RunTask, Task};
 
@@ -17,7 +18,7 @@ pub enum Codec {
     /// A synthetic task's symbols, such as "3 1 4".
     Synthetic(Task),
     /// A translator's subword vocabulary.
-    Translation(Box<SubwordVocab>),
+    Translation(Box<TranslationVocab>),
 }
 
 /// The model in `dir` without dropout, on `device`, and its codec.
@@ -42,7 +43,7 @@ impl Codec {
         match self {
             Self::Synthetic(task) => parse_input(task, model, text),
             Self::Translation(vocab) => {
-                let source = vocab.encode(text)?;
+                let source = vocab.encode_source(text)?;
                 ensure_source_fits(model, &source, "tokens")?;
                 Ok(source)
             }
@@ -64,7 +65,7 @@ impl Codec {
     pub fn target(&self, text: &str) -> Result<Vec<usize>> {
         Ok(match self {
             Self::Synthetic(task) => task.parse_symbols(text)?,
-            Self::Translation(vocab) => vocab.encode(text)?,
+            Self::Translation(vocab) => vocab.encode_target(text)?,
         })
     }
 
@@ -85,11 +86,27 @@ impl Codec {
         })
     }
 
-    /// A token id as text.
+    /// The ids of padding, the decoder's start and EOS.
+    pub fn special_ids(&self) -> SpecialIds {
+        match self {
+            Self::Synthetic(_) => SpecialIds::OURS,
+            Self::Translation(vocab) => vocab.special_ids(),
+        }
+    }
+
+    /// A source token id as text.
+    pub fn source_label(&self, id: usize) -> String {
+        match self {
+            Self::Synthetic(task) => task.token_label(id),
+            Self::Translation(vocab) => vocab.source_token(id),
+        }
+    }
+
+    /// A target token id as text.
     pub fn label(&self, id: usize) -> String {
         match self {
             Self::Synthetic(task) => task.token_label(id),
-            Self::Translation(vocab) => vocab.token(id),
+            Self::Translation(vocab) => vocab.target_token(id),
         }
     }
 }

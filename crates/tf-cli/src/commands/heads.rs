@@ -147,11 +147,18 @@ fn samples(args: &HeadsArgs, dir: &ModelDir) -> Result<Samples> {
             let train = read_split(&data, &task.train_split, &task.src, &task.tgt)
                 .context("reading the training split for token frequencies")?;
             let mut token_counts = vec![0u64; vocab.len()];
-            for sentence in train.source.iter().chain(&train.target) {
-                for id in vocab.encode(sentence)? {
+            for sentence in &train.source {
+                for id in vocab.encode_source(sentence)? {
                     token_counts[id] += 1;
                 }
             }
+            for sentence in &train.target {
+                for id in vocab.encode_target(sentence)? {
+                    token_counts[id] += 1;
+                }
+            }
+            // Source and target ids of separate vocabularies name different tokens.
+            let token_counts = vocab.shares_ids().then_some(token_counts);
             Ok(Samples {
                 description: format!(
                     "the first {} sentence pairs of {} in {} ({}; rare: by {} frequency)",
@@ -163,7 +170,7 @@ fn samples(args: &HeadsArgs, dir: &ModelDir) -> Result<Samples> {
                 ),
                 examples: pairs,
                 alignment: None,
-                token_counts: Some(token_counts),
+                token_counts,
                 label_smoothing: config.training.label_smoothing,
             })
         }

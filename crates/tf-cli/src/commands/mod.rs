@@ -11,6 +11,7 @@ pub mod data;
 pub mod distill;
 pub mod eval;
 pub mod heads;
+pub mod import_marian;
 pub mod import_torch;
 pub mod length_penalty;
 pub mod lens;

@@ -12,8 +12,8 @@ use tf_inspect::prune::{
     sweep, translation_score,
 };
 use tf_model::{AttentionKind, Transformer};
-use tf_train::data::subword::SubwordVocab;
 use tf_train::data::task::Example;
+use tf_train::data::vocabulary::TranslationVocab;
 use tf_train::eval::accuracy::accuracy;
 use tf_train::eval::translate::TranslateOptions;
 use tf_train::store::atomic::write_atomic;
@@ -203,14 +203,14 @@ fn write_pruned(
     args: &PruneArgs,
     run: &RunConfig,
     pruned: Transformer,
-    vocab: Option<&SubwordVocab>,
+    vocab: Option<&TranslationVocab>,
     device: &Device,
 ) -> Result<Option<Transformer>> {
     let out = ModelDir::new(args.out.as_ref().expect("clap requires --out with --heads"));
     if args.finetune_steps == 0 {
         out.save_model(run, &pruned)?;
         if let Some(vocab) = vocab {
-            vocab.save(&out.tokenizer_path())?;
+            vocab.save(out.path())?;
         }
         return Ok(None);
     }
@@ -225,7 +225,7 @@ fn write_pruned(
     );
     let start = Start::FineTune {
         config: &fine_tune,
-        vocabulary: vocab,
+        vocabulary: vocab.map(TranslationVocab::learned).transpose()?,
         weights: &pruned,
     };
     let summary = train(&out, start, device, &mut TrainingProgress::new())?;

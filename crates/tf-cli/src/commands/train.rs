@@ -109,6 +109,7 @@ impl TranslationArgs {
             vocab_size: self.vocab_size,
             max_len: self.max_tokens,
             batch_tokens: self.batch_tokens,
+            vocabulary: Default::default(),
         }
     }
 }

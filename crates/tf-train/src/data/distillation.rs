@@ -18,8 +18,8 @@ use tf_model::Transformer;
 
 use crate::data::corpus::{read_lines, split_path};
 use crate::data::download::part_path;
-use crate::data::subword::SubwordVocab;
 use crate::data::translation::TranslationTask;
+use crate::data::vocabulary::TranslationVocab;
 use crate::error::{Error, Result};
 use crate::eval::translate::{TranslateOptions, translate};
 use crate::store::atomic::write_atomic;
@@ -50,7 +50,7 @@ pub const CHUNK_SENTENCES: usize = 512;
 pub fn distilled_corpus(
     teacher_dir: &Path,
     teacher: &Transformer,
-    vocab: &SubwordVocab,
+    vocab: &TranslationVocab,
     task: &TranslationTask,
     options: &TranslateOptions,
     device: &Device,

@@ -32,6 +32,16 @@ pub const TARGET_VOCAB: &str = "target_vocab.json";
 /// The special tokens' spellings and `separate_vocabs`.
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 
+/// Every file of a saved tokenizer, the optional ones (`target_vocab.json`,
+/// `tokenizer_config.json`) included.
+pub const FILES: [&str; 5] = [
+    SOURCE_SPM,
+    TARGET_SPM,
+    VOCAB,
+    TARGET_VOCAB,
+    TOKENIZER_CONFIG,
+];
+
 /// A `vocab.json`: piece → id, and back.
 #[derive(Clone, Debug)]
 struct Vocab {
@@ -77,6 +87,7 @@ pub struct MarianSpecialIds {
 /// A saved `MarianTokenizer`.
 #[derive(Debug)]
 pub struct MarianTokenizer {
+    dir: std::path::PathBuf,
     source: SentencePiece,
     target: SentencePiece,
     vocab: Vocab,
@@ -131,6 +142,7 @@ impl MarianTokenizer {
             pad: id(&vocab, &specials[2])?,
         };
         Ok(Self {
+            dir: dir.to_path_buf(),
             source: SentencePiece::load(&dir.join(SOURCE_SPM))?,
             target: SentencePiece::load(&dir.join(TARGET_SPM))?,
             vocab,
@@ -138,6 +150,11 @@ impl MarianTokenizer {
             specials,
             ids,
         })
+    }
+
+    /// The directory its files were read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The special tokens' ids.
@@ -155,6 +172,11 @@ impl MarianTokenizer {
         self.target_vocab.as_ref().unwrap_or(&self.vocab).len()
     }
 
+    /// Whether the target side has a vocabulary of its own (`target_vocab.json`).
+    pub fn has_target_vocab(&self) -> bool {
+        self.target_vocab.is_some()
+    }
+
     /// A source sentence's ids, EOS last.
     pub fn encode_source(&self, text: &str) -> Vec<usize> {
         self.encode(text, &self.source, &self.vocab)
@@ -164,6 +186,24 @@ impl MarianTokenizer {
     pub fn encode_target(&self, text: &str) -> Vec<usize> {
         let vocab = self.target_vocab.as_ref().unwrap_or(&self.vocab);
         self.encode(text, &self.target, vocab)
+    }
+
+    /// A source id's piece (`<unk>`'s for an id `vocab.json` lacks).
+    pub fn source_piece(&self, id: usize) -> String {
+        self.piece(&self.vocab, id)
+    }
+
+    /// A target id's piece.
+    pub fn target_piece(&self, id: usize) -> String {
+        self.piece(self.target_vocab.as_ref().unwrap_or(&self.vocab), id)
+    }
+
+    fn piece(&self, vocab: &Vocab, id: usize) -> String {
+        vocab
+            .pieces
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| self.specials[1].clone())
     }
 
     /// Target ids back to text, special tokens dropped.

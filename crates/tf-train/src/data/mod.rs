@@ -15,3 +15,4 @@ pub mod source;
 pub mod subword;
 pub mod task;
 pub mod translation;
+pub mod vocabulary;

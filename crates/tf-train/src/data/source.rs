@@ -3,10 +3,10 @@
 //! a resumed run sees the batches the uninterrupted one would have seen.
 
 use crate::data::bucketing::token_batches;
-use crate::data::subword::SubwordVocab;
 use crate::data::task::{Example, Task};
-use crate::data::translation::TranslationData;
-use crate::error::Result;
+use crate::data::translation::{TranslationData, VocabularySource};
+use crate::data::vocabulary::TranslationVocab;
+use crate::error::{Result, bail};
 use crate::store::model_dir::ModelDir;
 use crate::training::config::{RunConfig, RunTask, TrainingConfig};
 
@@ -34,7 +34,7 @@ pub enum TrainingData {
         /// The tokenized splits.
         data: Box<TranslationData>,
         /// The run's vocabulary (for BLEU on detokenized output).
-        vocab: Box<SubwordVocab>,
+        vocab: Box<TranslationVocab>,
         /// Padded tokens per batch.
         batch_tokens: usize,
         /// Batches in an epoch.
@@ -57,6 +57,13 @@ impl TrainingData {
                 validation: task.samples(t.eval_samples, t.seed ^ VALIDATION_STREAM),
             },
             RunTask::Translation(task) => {
+                if task.vocabulary != VocabularySource::Learned {
+                    bail!(
+                        "{} holds an imported MarianMT model; training it further is not \
+                         supported (translate, score and inspect it instead)",
+                        dir.path().display()
+                    );
+                }
                 let vocab = dir.load_vocabulary()?;
                 let data = TranslationData::load(task, &vocab, t.eval_samples)?;
                 let pairs = &data.train;
@@ -190,7 +197,11 @@ mod tests {
                 bleu_sources: Vec::new(),
                 bleu_references: Vec::new(),
             }),
-            vocab: Box::new(SubwordVocab::train(&sentences, 200, 1).unwrap()),
+            vocab: Box::new(
+                crate::data::subword::SubwordVocab::train(&sentences, 200, 1)
+                    .unwrap()
+                    .into(),
+            ),
             batch_tokens,
             steps_per_epoch,
             planned_epoch: None,

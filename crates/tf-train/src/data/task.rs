@@ -21,6 +21,34 @@ pub const EOS: usize = 2;
 /// Number of special tokens before the first symbol.
 pub const N_SPECIAL: usize = 3;
 
+/// The ids a model reserves: padding, the decoder's first input, the end of a sequence. Models
+/// trained here use [`PAD`], [`BOS`], [`EOS`] ([`SpecialIds::OURS`]); an imported MarianMT model
+/// starts decoding from its pad token and ends with its own EOS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialIds {
+    /// Padding.
+    pub pad: usize,
+    /// The decoder's first input.
+    pub bos: usize,
+    /// The end of a sequence: the decoder's last output.
+    pub eos: usize,
+}
+
+impl SpecialIds {
+    /// The ids of every model trained here.
+    pub const OURS: Self = Self {
+        pad: PAD,
+        bos: BOS,
+        eos: EOS,
+    };
+}
+
+impl Default for SpecialIds {
+    fn default() -> Self {
+        Self::OURS
+    }
+}
+
 /// What the target is, given the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

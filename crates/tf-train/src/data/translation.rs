@@ -3,8 +3,8 @@
 //! ids, ready for token-budget batches ([`bucketing`](crate::data::bucketing)).
 //!
 //! The task records where the data is and how it is cut; the vocabulary itself lives in the
-//! model directory as `tokenizer.json`, so a trained model carries the exact vocabulary it reads
-//! and writes.
+//! model directory (`tokenizer.json`, or an imported MarianMT model's SentencePiece files), so a
+//! model carries the exact vocabulary it reads and writes.
 
 use std::path::PathBuf;
 
@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::corpus::{self, ParallelCorpus};
 use crate::data::subword::{SPECIAL_TOKENS, SubwordVocab};
-use crate::data::task::Example;
+use crate::data::task::{Example, SpecialIds};
+use crate::data::vocabulary::TranslationVocab;
 
 /// Where a translation model's data is and how it is cut into tokens and batches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,37 @@ pub struct TranslationTask {
     /// Padded tokens per batch on either side (the token budget of
     /// [`token_batches`](crate::data::bucketing::token_batches)).
     pub batch_tokens: usize,
+    /// Where the subword vocabulary comes from. Default: learned here.
+    #[serde(default)]
+    pub vocabulary: VocabularySource,
+}
+
+/// Where a translation model's subword vocabulary comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum VocabularySource {
+    /// One BPE vocabulary of both languages, `vocab_size` tokens, learned from the training
+    /// split ([`SubwordVocab`], `tokenizer.json`), with our special ids.
+    #[default]
+    Learned,
+    /// A MarianMT tokenizer imported with its model (`tf import-marian`): `vocab_size` source
+    /// ids, `tgt_vocab_size` target ids, its own special ids.
+    Marian {
+        /// Target ids (`vocab_size` when the vocabulary is shared).
+        tgt_vocab_size: usize,
+        /// Its pad (the decoder's start) and EOS.
+        special: SpecialIds,
+    },
+}
+
+impl VocabularySource {
+    /// The special ids of models with this vocabulary.
+    pub fn special_ids(&self) -> SpecialIds {
+        match self {
+            Self::Learned => SpecialIds::OURS,
+            Self::Marian { special, .. } => *special,
+        }
+    }
 }
 
 /// Sentence pairs as token ids, and what was left out.
@@ -79,6 +111,14 @@ impl TranslationTask {
         Ok(())
     }
 
+    /// Source and target vocabulary sizes.
+    pub fn vocab_sizes(&self) -> (usize, usize) {
+        match self.vocabulary {
+            VocabularySource::Learned => (self.vocab_size, self.vocab_size),
+            VocabularySource::Marian { tgt_vocab_size, .. } => (self.vocab_size, tgt_vocab_size),
+        }
+    }
+
     /// `src→tgt`, for messages.
     pub fn direction(&self) -> String {
         format!("{}→{}", self.src, self.tgt)
@@ -104,17 +144,17 @@ impl TranslationTask {
 
 /// Encodes every pair of `corpus`, keeping those of 1 to `max_len` tokens on both sides.
 pub fn encode_pairs(
-    vocab: &SubwordVocab,
+    vocab: &TranslationVocab,
     corpus: &ParallelCorpus,
     max_len: usize,
 ) -> Result<EncodedPairs> {
     let mut pairs = EncodedPairs::default();
     for (line, (source, target)) in corpus.source.iter().zip(&corpus.target).enumerate() {
         let src = vocab
-            .encode(source)
+            .encode_source(source)
             .with_context(|| format!("source line {}", line + 1))?;
         let tgt = vocab
-            .encode(target)
+            .encode_target(target)
             .with_context(|| format!("target line {}", line + 1))?;
         if src.is_empty() || tgt.is_empty() {
             pairs.empty += 1;
@@ -147,7 +187,7 @@ impl TranslationData {
     /// validation pairs (all of them, whatever their length).
     pub fn load(
         task: &TranslationTask,
-        vocab: &SubwordVocab,
+        vocab: &TranslationVocab,
         bleu_sentences: usize,
     ) -> Result<Self> {
         let train_corpus = task.read(&task.train_split)?;
@@ -191,7 +231,7 @@ mod tests {
         .unwrap();
         let task = task(dir.clone());
         let corpus = task.read("train").unwrap();
-        let vocab = task.learn_vocabulary(&corpus, 1).unwrap();
+        let vocab = TranslationVocab::from(task.learn_vocabulary(&corpus, 1).unwrap());
         let pairs = encode_pairs(&vocab, &corpus, 8).unwrap();
         assert_eq!(pairs.lines, [0, 3]);
         assert_eq!((pairs.empty, pairs.too_long), (1, 1));

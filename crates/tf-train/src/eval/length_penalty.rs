@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tf_model::Transformer;
 
 use crate::data::corpus::read_split;
-use crate::data::subword::SubwordVocab;
+use crate::data::vocabulary::TranslationVocab;
 use crate::error::{Result, ResultExt, bail, ensure};
 use crate::eval::bleu::corpus_bleu;
 use crate::eval::translate::{TranslateOptions, translate};
@@ -97,7 +97,7 @@ pub fn made_on(choice: &LengthPenalty, split: &str, beam_size: usize, alphas: &[
 #[allow(clippy::too_many_arguments)]
 pub fn choose_alpha(
     model: &Transformer,
-    vocab: &SubwordVocab,
+    vocab: &TranslationVocab,
     sources: &[String],
     references: &[String],
     beam_size: usize,

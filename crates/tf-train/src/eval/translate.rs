@@ -6,8 +6,8 @@ use burn::tensor::Device;
 use tf_model::{BeamOptions, OutputLimit, Transformer};
 
 use crate::data::batch::Seq2SeqBatch;
-use crate::data::subword::SubwordVocab;
-use crate::data::task::{BOS, EOS};
+use crate::data::task::SpecialIds;
+use crate::data::vocabulary::TranslationVocab;
 use crate::error::Result;
 
 /// How to decode.
@@ -21,6 +21,9 @@ pub struct TranslateOptions {
     pub max_output: OutputLimit,
     /// Sentences decoded together (each with `beam_size` beams).
     pub batch_sentences: usize,
+    /// The decoder's start token and EOS (and padding). Default: ours; [`translate`] uses its
+    /// vocabulary's.
+    pub special: SpecialIds,
 }
 
 impl TranslateOptions {
@@ -39,6 +42,7 @@ impl TranslateOptions {
             alpha,
             max_output: OutputLimit::default(),
             batch_sentences: 64,
+            special: SpecialIds::OURS,
         }
     }
 }
@@ -57,7 +61,7 @@ pub struct Translations {
 /// number of sentences each finished batch held (for a progress bar).
 pub fn translate(
     model: &Transformer,
-    vocab: &SubwordVocab,
+    vocab: &TranslationVocab,
     sentences: &[String],
     options: &TranslateOptions,
     device: &Device,
@@ -67,14 +71,18 @@ pub fn translate(
     let mut truncated = Vec::new();
     let mut sources: Vec<Vec<usize>> = Vec::with_capacity(sentences.len());
     for (i, sentence) in sentences.iter().enumerate() {
-        let mut ids = vocab.encode(sentence)?;
+        let mut ids = vocab.encode_source(sentence)?;
         if ids.len() > max_source {
             ids.truncate(max_source);
             truncated.push(i);
         }
         sources.push(ids);
     }
-    let outputs = translate_ids(model, &sources, options, device, on_batch)?;
+    let options = TranslateOptions {
+        special: vocab.special_ids(),
+        ..*options
+    };
+    let outputs = translate_ids(model, &sources, &options, device, on_batch)?;
     let sentences = outputs
         .iter()
         .map(|tokens| vocab.decode(tokens))
@@ -110,7 +118,7 @@ pub fn translate_ids(
             beam_size: options.beam_size.max(1),
             alpha: options.alpha,
             max_output: options.max_output,
-            ..BeamOptions::new(BOS, EOS)
+            ..BeamOptions::new(options.special.bos, options.special.eos)
         };
         let outputs: Vec<Vec<usize>> = model
             .beam_search(src, Some(src_pad_mask), &beam)?
@@ -124,7 +132,7 @@ pub fn translate_ids(
             })
             .collect();
         for (&i, mut tokens) in chunk.iter().zip(outputs) {
-            if let Some(end) = tokens.iter().position(|&t| t == EOS) {
+            if let Some(end) = tokens.iter().position(|&t| t == options.special.eos) {
                 tokens.truncate(end);
             }
             out[i] = tokens;

@@ -27,7 +27,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tf_model::{Transformer, TransformerConfig};
 
+use crate::data::marian_tokenizer::MarianTokenizer;
 use crate::data::subword::SubwordVocab;
+use crate::data::translation::VocabularySource;
+use crate::data::vocabulary::TranslationVocab;
 use crate::error::{self, Error, Result, ResultExt, bail};
 use crate::eval::length_penalty::LengthPenalty;
 use crate::store::atomic::write_atomic;
@@ -99,8 +102,18 @@ impl ModelDir {
         self.root.join(TOKENIZER_FILE)
     }
 
-    /// Loads the subword vocabulary of a translation model.
-    pub fn load_vocabulary(&self) -> Result<SubwordVocab> {
+    /// Loads the vocabulary of a translation model: learned here (`tokenizer.json`), or the
+    /// MarianMT tokenizer imported with it.
+    pub fn load_vocabulary(&self) -> Result<TranslationVocab> {
+        let config = self.load_config()?;
+        Ok(match config.task.translation()?.vocabulary {
+            VocabularySource::Learned => self.load_learned_vocabulary()?.into(),
+            VocabularySource::Marian { .. } => MarianTokenizer::load(&self.root)?.into(),
+        })
+    }
+
+    /// Loads the subword vocabulary learned for a translation model (`tokenizer.json`).
+    pub fn load_learned_vocabulary(&self) -> Result<SubwordVocab> {
         let path = self.tokenizer_path();
         if !path.is_file() {
             bail!(

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tf_layers::PositionalEncodingKind;
 use tf_model::{EmbeddingSharing, TransformerConfig};
 
-use crate::data::task::Task;
+use crate::data::task::{SpecialIds, Task};
 use crate::data::translation::TranslationTask;
 use crate::error::{Result, ResultExt, bail};
 use crate::eval::length_penalty::{CANDIDATE_ALPHAS, check_alphas};
@@ -156,11 +156,19 @@ impl RunTask {
         }
     }
 
-    /// Vocabulary size, special tokens included.
-    pub fn vocab_size(&self) -> usize {
+    /// Source and target vocabulary sizes, special tokens included.
+    pub fn vocab_sizes(&self) -> (usize, usize) {
         match self {
-            Self::Synthetic(task) => task.vocab_size(),
-            Self::Translation(task) => task.vocab_size,
+            Self::Synthetic(task) => (task.vocab_size(), task.vocab_size()),
+            Self::Translation(task) => task.vocab_sizes(),
+        }
+    }
+
+    /// The ids of padding, the decoder's start and the end of a sequence.
+    pub fn special_ids(&self) -> SpecialIds {
+        match self {
+            Self::Synthetic(_) => SpecialIds::OURS,
+            Self::Translation(task) => task.vocabulary.special_ids(),
         }
     }
 
@@ -209,14 +217,13 @@ impl RunConfig {
         check_ceilings(&self.model)?;
         self.task.validate()?;
         self.model.validate()?;
-        if self.model.src_vocab != self.task.vocab_size()
-            || self.model.tgt_vocab != self.task.vocab_size()
-        {
+        let (src_vocab, tgt_vocab) = self.task.vocab_sizes();
+        if (self.model.src_vocab, self.model.tgt_vocab) != (src_vocab, tgt_vocab) {
             bail!(
-                "the model's vocabularies ({}, {}) do not match the task's {} tokens",
+                "the model's vocabularies ({}, {}) do not match the task's ({src_vocab}, \
+                 {tgt_vocab}) tokens",
                 self.model.src_vocab,
                 self.model.tgt_vocab,
-                self.task.vocab_size()
             );
         }
         // BOS + target + EOS must fit the positional encoding, and so must the longest
