@@ -16,6 +16,7 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 use tf_inspect::attribution::{AttributionMethod, attribute};
 use tf_inspect::patching::activation_patching;
+use tf_inspect::tokens::Tokens;
 use tf_model::{AttentionKind, TorchModuleConfig, Transformer, import_transformer};
 
 const TOLERANCE: f32 = 1e-4;
@@ -119,7 +120,7 @@ fn check_case(json_path: &Path) {
             Some(&target),
             max_output,
             method,
-            label,
+            Tokens::ours(&label),
             &device,
         )
         .unwrap();
@@ -137,7 +138,7 @@ fn check_case(json_path: &Path) {
         &corrupt,
         Some(&target),
         max_output,
-        label,
+        Tokens::ours(&label),
         &device,
     )
     .unwrap();

@@ -1767,8 +1767,60 @@ fn an_imported_marian_model_translates_as_transformers_generate_does() {
         rows[0]["source"].as_str().unwrap(),
     ]);
     assert!(attention.status.success(), "{}", stderr(&attention));
-    assert!(stdout(&attention).contains("▁"), "{}", stdout(&attention));
     assert!(maps.join("attention.json").is_file());
+    // It decodes from the pad token, as generate does: its output pieces are the translation.
+    let pieces: String = stdout(&attention)
+        .lines()
+        .find_map(|line| line.strip_prefix("output"))
+        .expect("an output line")
+        .split_whitespace()
+        .filter(|piece| *piece != "</s>")
+        .collect();
+    assert_eq!(pieces.replace('▁', " ").trim(), expected[0]);
+
+    // The inspection commands run on it, with its own special ids.
+    let corpus = out.join("corpus");
+    write_toy_corpus(&corpus);
+    let model = out.to_str().unwrap();
+    let sentence = rows[0]["source"].as_str().unwrap();
+    for args in [
+        vec![
+            "heads",
+            "--model",
+            model,
+            "--samples",
+            "4",
+            "--data",
+            corpus.to_str().unwrap(),
+        ],
+        vec!["lens", "--model", model, sentence],
+        vec![
+            "ablate",
+            "--model",
+            model,
+            "--point",
+            "dec.0.cross.z",
+            "--each-head",
+            "--samples",
+            "4",
+            "--bleu",
+            "--data",
+            corpus.to_str().unwrap(),
+        ],
+        vec!["attribute", "--model", model, "--method", "alti+", sentence],
+        vec![
+            "patch",
+            "--model",
+            model,
+            "--clean",
+            "Ein Mann läuft.",
+            "--corrupt",
+            "Ein Hund läuft.",
+        ],
+    ] {
+        let run = tf(&args);
+        assert!(run.status.success(), "{args:?}: {}", stderr(&run));
+    }
 
     // A second import into the same directory is refused, and a damaged file is named.
     let again = import_marian(&snapshot, &out);

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tf_attention::hooks::{AttentionSite, LayerSite};
 use tf_attention::{HookPoint, HookValue, Hooks, Patch, Replacement};
 use tf_model::Transformer;
-use tf_train::data::task::{BOS, EOS, Example};
+use tf_train::data::task::{Example, SpecialIds};
 use tf_train::eval::bleu::corpus_bleu;
 
 use crate::error::{InspectError, Result};
@@ -129,6 +129,9 @@ struct Sentence {
 /// If the point or a selection does not fit the model, `examples` is empty, the method needs
 /// token positions and the point is an attention pattern, or BLEU is asked of a resample
 /// ablation of a point over target positions (a free-running decoder's prefix has no donor).
+// The model, its data and special ids, what to ablate and how, whether to decode: each is its
+// own choice of the caller's, none a default.
+#[allow(clippy::too_many_arguments)]
 pub fn ablation_study(
     model: &Transformer,
     examples: &[Example],
@@ -136,6 +139,7 @@ pub fn ablation_study(
     method: AblationMethod,
     selections: &[Selection],
     bleu: Option<&BleuDecoding<'_>>,
+    special: SpecialIds,
     device: &Device,
 ) -> Result<Vec<AblationResult>> {
     if examples.is_empty() {
@@ -163,7 +167,10 @@ pub fn ablation_study(
              ablate it with zeros or the mean"
         )));
     }
-    let sentences: Vec<Sentence> = examples.iter().map(|e| sentence(e, device)).collect();
+    let sentences: Vec<Sentence> = examples
+        .iter()
+        .map(|e| sentence(e, special, device))
+        .collect();
     let invalid = |err: tf_model::HookError| InspectError::Invalid(err.to_string());
     // The clean translations and the references as text, when BLEU is asked for.
     let decoded = match bleu {
@@ -173,7 +180,7 @@ pub fn ablation_study(
             for (s, e) in sentences.iter().zip(examples) {
                 let max_output = (decoding.max_output)(e.src.len());
                 clean.push((decoding.text)(&greedy(
-                    model, s, point, None, max_output, device,
+                    model, s, point, None, max_output, special, device,
                 )?)?);
             }
             let references = examples
@@ -239,7 +246,8 @@ pub fn ablation_study(
             measured += 1;
             if let Some((decoding, clean, refs)) = &decoded {
                 let max_output = (decoding.max_output)(examples[i].src.len());
-                let ablated = greedy(model, s, point, Some((with, selection)), max_output, device)?;
+                let ablation = Some((with, selection));
+                let ablated = greedy(model, s, point, ablation, max_output, special, device)?;
                 ablated_texts.push((decoding.text)(&ablated)?);
                 clean_texts.push(clean[i].clone());
                 references.push(refs[i].clone());
@@ -301,12 +309,15 @@ fn greedy(
     point: HookPoint,
     ablation: Option<(&Replacement, &Selection)>,
     max_output: usize,
+    special: SpecialIds,
     device: &Device,
 ) -> Result<Vec<usize>> {
     let steps = max_output.min(model.max_len().saturating_sub(1));
     let mut output = Vec::new();
     for _ in 0..steps {
-        let prefix: Vec<usize> = std::iter::once(BOS).chain(output.iter().copied()).collect();
+        let prefix: Vec<usize> = std::iter::once(special.bos)
+            .chain(output.iter().copied())
+            .collect();
         let mut hooks = match ablation {
             None => Hooks::none(),
             Some((with, selection)) => {
@@ -322,7 +333,7 @@ fn greedy(
             .map_err(|err| InspectError::Invalid(err.to_string()))?;
         let last = logits.narrow(1, prefix.len() - 1, 1);
         let next = last.argmax(2).into_scalar::<i64>() as usize;
-        if next == EOS {
+        if next == special.eos {
             break;
         }
         output.push(next);
@@ -388,11 +399,11 @@ fn mean_over_positions(kept: &[HookValue]) -> HookValue {
     }
 }
 
-fn sentence(example: &Example, device: &Device) -> Sentence {
-    let tgt_in: Vec<usize> = std::iter::once(BOS)
+fn sentence(example: &Example, special: SpecialIds, device: &Device) -> Sentence {
+    let tgt_in: Vec<usize> = std::iter::once(special.bos)
         .chain(example.tgt.iter().copied())
         .collect();
-    let tgt_out: Vec<usize> = example.tgt.iter().copied().chain([EOS]).collect();
+    let tgt_out: Vec<usize> = example.tgt.iter().copied().chain([special.eos]).collect();
     let lengths = (example.src.len(), tgt_in.len());
     let n = tgt_out.len();
     Sentence {
@@ -417,6 +428,7 @@ fn log_prob(logits: Tensor<3>, tgt_out: Tensor<3, Int>) -> (f64, usize) {
 mod tests {
     use super::*;
     use tf_model::TransformerConfig;
+    use tf_train::data::task::{BOS, EOS};
 
     fn model(device: &Device) -> Transformer {
         device.seed(3);
@@ -450,6 +462,7 @@ mod tests {
             method,
             selections,
             None,
+            SpecialIds::OURS,
             &device,
         )
     }
@@ -470,8 +483,17 @@ mod tests {
         let examples = [example(&[3, 4, 5], &[6, 7, 8]), example(&[8, 9], &[10, 11])];
         // The hooked greedy decoding is the model's own.
         for e in &examples {
-            let s = sentence(e, &device);
-            let ours = greedy(&model, &s, HookPoint::Logits, None, 6, &device).unwrap();
+            let s = sentence(e, SpecialIds::OURS, &device);
+            let ours = greedy(
+                &model,
+                &s,
+                HookPoint::Logits,
+                None,
+                6,
+                SpecialIds::OURS,
+                &device,
+            )
+            .unwrap();
             let options = tf_model::GreedyOptions::new(BOS, EOS, 6);
             let theirs = model.greedy_decode(s.src.clone(), None, &options).unwrap();
             assert_eq!(ours, theirs[0]);
@@ -492,6 +514,7 @@ mod tests {
             AblationMethod::Zero,
             &[nothing, everything],
             Some(&decoding),
+            SpecialIds::OURS,
             &device,
         )
         .unwrap();
@@ -520,6 +543,7 @@ mod tests {
                 resample,
                 &[Selection::default()],
                 Some(&decoding),
+                SpecialIds::OURS,
                 &device,
             )
         };

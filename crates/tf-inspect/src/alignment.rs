@@ -18,6 +18,7 @@ use tf_model::Transformer;
 use crate::attention_maps::matrices;
 use crate::error::{InspectError, Result};
 use crate::forced::{forced, ids};
+use tf_train::data::task::SpecialIds;
 
 /// The mark a subword vocabulary puts at the start of a word.
 pub const WORD_START: char = '▁';
@@ -196,9 +197,18 @@ pub fn cross_attention_heads(
     model: &Transformer,
     source: &[usize],
     target: &[usize],
+    special: SpecialIds,
     device: &Device,
 ) -> Result<Vec<Vec<Vec<Vec<f32>>>>> {
-    let prefix = forced(model, source, Some(target), model.max_len(), device)?.prefix;
+    let prefix = forced(
+        model,
+        source,
+        Some(target),
+        model.max_len(),
+        special,
+        device,
+    )?
+    .prefix;
     let out = model.forward_with_attention(ids(source, device), ids(&prefix, device), None, None);
     Ok(out.attention.cross.into_iter().map(matrices).collect())
 }
@@ -206,6 +216,7 @@ pub fn cross_attention_heads(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::Tokens;
 
     #[test]
     fn words_start_at_the_word_mark_or_at_every_symbol() {
@@ -285,10 +296,20 @@ mod tests {
             .with_max_len(16)
             .init(&device);
         let (source, target) = ([3, 4, 5], [6, 7]);
-        let heads = cross_attention_heads(&model, &source, &target, &device).unwrap();
+        let heads =
+            cross_attention_heads(&model, &source, &target, SpecialIds::OURS, &device).unwrap();
         let label = |id: usize| id.to_string();
         let method = AttributionMethod::Attention;
-        let last = attribute(&model, &source, Some(&target), 6, method, label, &device).unwrap();
+        let last = attribute(
+            &model,
+            &source,
+            Some(&target),
+            6,
+            method,
+            Tokens::ours(&label),
+            &device,
+        )
+        .unwrap();
         let layer = heads.last().unwrap();
         for (t, row) in last.source.iter().enumerate() {
             for (s, &weight) in row.iter().enumerate() {

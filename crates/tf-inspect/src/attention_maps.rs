@@ -9,7 +9,7 @@ use serde::Serialize;
 use tf_model::{AttentionKind, BlockId, GreedyOptions, Transformer};
 use tf_train::store::atomic::write_atomic;
 
-use tf_train::data::task::SpecialIds;
+use crate::tokens::Tokens;
 
 use crate::error::Result;
 use crate::plot::{self, Heatmap};
@@ -39,31 +39,29 @@ pub struct AttentionMaps {
 }
 
 impl AttentionMaps {
-    /// Greedy-decodes `source` (token ids, at most `max_len` output tokens) from `special.bos`
-    /// until `special.eos` and keeps every layer's and head's weights; `labels` write a source
-    /// and a target token id as text.
+    /// Greedy-decodes `source` (token ids, at most `max_len` output tokens) between the
+    /// model's special ids and keeps every layer's and head's weights; `tokens` also write the
+    /// token ids as text.
     pub fn capture(
         model: &Transformer,
         source: &[usize],
         max_len: usize,
-        special: SpecialIds,
-        labels: (impl Fn(usize) -> String, impl Fn(usize) -> String),
+        tokens: Tokens<'_>,
         device: &Device,
     ) -> Result<Self> {
-        let (source_label, label) = labels;
         let ids: Vec<i64> = source.iter().map(|&t| t as i64).collect();
         let src = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, source.len()]), device);
-        let (tokens, attention) = model.greedy_decode_with_attention(
+        let (decoded, attention) = model.greedy_decode_with_attention(
             src,
             None,
-            &GreedyOptions::new(special.bos, special.eos, max_len),
+            &GreedyOptions::new(tokens.special.bos, tokens.special.eos, max_len),
         )?;
         let steps = attention.cross.first().map_or(0, |w| w.dims()[2]);
-        let mut output: Vec<usize> = tokens[0].clone();
+        let mut output: Vec<usize> = decoded[0].clone();
         if output.len() < steps {
-            output.push(special.eos); // the last step generated EOS
+            output.push(tokens.special.eos); // the last step generated EOS
         }
-        let decoder_input: Vec<usize> = std::iter::once(special.bos)
+        let decoder_input: Vec<usize> = std::iter::once(tokens.special.bos)
             .chain(output.iter().copied())
             .take(steps)
             .collect();
@@ -75,12 +73,11 @@ impl AttentionMaps {
                 heads: matrices(w),
             })
             .collect();
-        let labels = |ids: &[usize]| ids.iter().map(|&id| label(id)).collect();
         Ok(Self {
-            source: source.iter().map(|&id| source_label(id)).collect(),
-            decoder_input: labels(&decoder_input),
-            output: labels(&output),
-            output_ids: tokens[0].clone(),
+            source: tokens.sources(source),
+            decoder_input: tokens.targets(&decoder_input),
+            output: tokens.targets(&output),
+            output_ids: decoded[0].clone(),
             blocks,
         })
     }
@@ -165,15 +162,7 @@ pub(crate) fn tiny_maps() -> AttentionMaps {
     let model = task.tiny_model().init(&device);
     let source = task.parse("3 1 4").unwrap();
     let label = |id| task.token_label(id);
-    AttentionMaps::capture(
-        &model,
-        &source,
-        7,
-        SpecialIds::OURS,
-        (label, label),
-        &device,
-    )
-    .unwrap()
+    AttentionMaps::capture(&model, &source, 7, Tokens::ours(&label), &device).unwrap()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tf_model::{GreedyOptions, Transformer};
-use tf_train::data::task::{BOS, EOS};
+use tf_train::data::task::SpecialIds;
 
 use crate::error::{InspectError, Result};
 
@@ -31,8 +31,8 @@ pub fn repeated_ids(tokens: &[usize], rows: usize, device: &Device) -> Tensor<2,
     Tensor::from_data(TensorData::new(ids, [rows, tokens.len()]), device)
 }
 
-/// The greedy translation of `source`, at most `max_output` tokens and one fewer than the
-/// model's positions (BOS needs one).
+/// The greedy translation of `source` from `special.bos` to `special.eos`, at most
+/// `max_output` tokens and one fewer than the model's positions (BOS needs one).
 ///
 /// # Errors
 /// If decoding fails.
@@ -40,16 +40,18 @@ pub fn greedy(
     model: &Transformer,
     source: &[usize],
     max_output: usize,
+    special: SpecialIds,
     device: &Device,
 ) -> Result<Vec<usize>> {
     let max_output = max_output.min(model.max_len().saturating_sub(1));
-    let options = GreedyOptions::new(BOS, EOS, max_output);
+    let options = GreedyOptions::new(special.bos, special.eos, max_output);
     Ok(model
         .greedy_decode(ids(source, device), None, &options)?
         .remove(0))
 }
 
-/// `target`, or `source`'s greedy translation, teacher-forced.
+/// `target`, or `source`'s greedy translation, teacher-forced after `special.bos` and ending
+/// in `special.eos`.
 ///
 /// # Errors
 /// If the source is empty, decoding fails, or the translation does not fit the model's
@@ -59,6 +61,7 @@ pub fn forced(
     source: &[usize],
     target: Option<&[usize]>,
     max_output: usize,
+    special: SpecialIds,
     device: &Device,
 ) -> Result<Forced> {
     if source.is_empty() {
@@ -66,9 +69,9 @@ pub fn forced(
     }
     let translation = match target {
         Some(target) => target.to_vec(),
-        None => greedy(model, source, max_output, device)?,
+        None => greedy(model, source, max_output, special, device)?,
     };
-    let prefix: Vec<usize> = std::iter::once(BOS)
+    let prefix: Vec<usize> = std::iter::once(special.bos)
         .chain(translation.iter().copied())
         .collect();
     if prefix.len() > model.max_len() {
@@ -78,7 +81,7 @@ pub fn forced(
             model.max_len()
         )));
     }
-    let output = translation.iter().copied().chain([EOS]).collect();
+    let output = translation.iter().copied().chain([special.eos]).collect();
     Ok(Forced {
         translation,
         prefix,

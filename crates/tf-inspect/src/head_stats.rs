@@ -13,7 +13,7 @@ use tf_model::{AttentionKind, HeadId, Transformer};
 
 use crate::attention_maps::AttentionMaps;
 use tf_train::data::batch::Seq2SeqBatch;
-use tf_train::data::task::{BOS, Example};
+use tf_train::data::task::{Example, SpecialIds};
 
 /// A positional head puts its strongest weight on one relative position (−1, 0, +1) at least this
 /// often (Voita et al., 2019: 90 %).
@@ -212,19 +212,21 @@ pub fn sentence_statistics(maps: &AttentionMaps) -> Vec<HeadStats> {
         .collect()
 }
 
-/// Statistics of every head of `model` (inference mode) on teacher-forced `examples`, in the
-/// order of [`Transformer::heads`]; `truth` adds what the samples' ground truth allows.
+/// Statistics of every head of `model` (inference mode) on `examples`, teacher-forced after
+/// `special.bos`, in the order of [`Transformer::heads`]; `truth` adds what the samples' ground
+/// truth allows.
 pub fn head_statistics(
     model: &Transformer,
     examples: &[Example],
     truth: GroundTruth,
     batch_size: usize,
+    special: SpecialIds,
     device: &Device,
 ) -> Vec<HeadStats> {
     let heads = model.heads();
     let mut sums = vec![Sums::default(); heads.len()];
     for chunk in examples.chunks(batch_size.max(1)) {
-        let batch = Seq2SeqBatch::new(chunk, device);
+        let batch = Seq2SeqBatch::with_special(chunk, special, device);
         let out = model.forward_with_attention(
             batch.src,
             batch.tgt_in,
@@ -240,6 +242,7 @@ pub fn head_statistics(
                 weights,
                 truth,
                 chunk,
+                special.bos,
             );
             first_head += n_heads;
         }
@@ -265,8 +268,13 @@ fn two_rarest(keys: &[usize], counts: &[u64]) -> Option<[usize; 2]> {
 /// The positions of the two rarest subwords among the `keys` of a block of `kind`. The
 /// decoder's self-attention reads BOS first: no subword of the sentence, it never occurs in the
 /// training text, and would otherwise always count as one of the rarest.
-fn rarest_subwords(kind: AttentionKind, keys: &[usize], counts: &[u64]) -> Option<[usize; 2]> {
-    let first = usize::from(kind == AttentionKind::DecoderSelf && keys.first() == Some(&BOS));
+fn rarest_subwords(
+    kind: AttentionKind,
+    keys: &[usize],
+    counts: &[u64],
+    bos: usize,
+) -> Option<[usize; 2]> {
+    let first = usize::from(kind == AttentionKind::DecoderSelf && keys.first() == Some(&bos));
     two_rarest(&keys[first..], counts).map(|positions| positions.map(|j| j + first))
 }
 
@@ -295,6 +303,7 @@ fn add_block(
     weights: Tensor<4>,
     truth: GroundTruth,
     examples: &[Example],
+    bos: usize,
 ) {
     let [_, n_heads, q_len, k_len] = weights.dims();
     let values = weights
@@ -302,7 +311,7 @@ fn add_block(
         .try_to_vec::<f32>()
         .expect("float weights");
     for (b, example) in examples.iter().enumerate() {
-        let tgt_in: Vec<usize> = std::iter::once(BOS)
+        let tgt_in: Vec<usize> = std::iter::once(bos)
             .chain(example.tgt.iter().copied())
             .collect();
         let (queries, keys) = match kind {
@@ -314,7 +323,7 @@ fn add_block(
         let alignment = truth.alignment.filter(|_| cross).map(|a| a(&example.src));
         let rarest = truth
             .token_counts
-            .and_then(|c| rarest_subwords(kind, keys, c));
+            .and_then(|c| rarest_subwords(kind, keys, c, bos));
         for (h, head_sums) in sums.iter_mut().enumerate().take(n_heads) {
             for i in 0..queries {
                 let start = ((b * n_heads + h) * q_len + i) * k_len;
@@ -528,6 +537,7 @@ mod tests {
                 weights,
                 truth,
                 &examples,
+                SpecialIds::OURS.bos,
             );
             sums[0].finish(head(AttentionKind::DecoderSelf))
         };
@@ -551,7 +561,7 @@ mod tests {
             alignment: Some(&alignment),
             token_counts: Some(&counts),
         };
-        let stats = head_statistics(&model, &examples, truth, 4, &device);
+        let stats = head_statistics(&model, &examples, truth, 4, SpecialIds::OURS, &device);
         assert_eq!(stats.len(), model.heads().len());
         let in_unit = |v: Option<f64>| v.is_none_or(|v| (0.0..=1.0 + 1e-9).contains(&v));
         for s in &stats {
@@ -573,7 +583,14 @@ mod tests {
         }
         assert_eq!(format_table(&stats).lines().count(), stats.len() + 1);
         assert!(format_csv(&stats).starts_with("attention,layer,head,entropy,"));
-        let without = head_statistics(&model, &examples, GroundTruth::default(), 4, &device);
+        let without = head_statistics(
+            &model,
+            &examples,
+            GroundTruth::default(),
+            4,
+            SpecialIds::OURS,
+            &device,
+        );
         assert!(
             without
                 .iter()

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tf_model::{BlockId, HeadId, Transformer};
 
 use tf_train::data::batch::Seq2SeqBatch;
-use tf_train::data::task::Example;
+use tf_train::data::task::{Example, SpecialIds};
 
 use crate::error::{InspectError, Result};
 use crate::prune::{PruneOrder, removal_order};
@@ -37,6 +37,7 @@ pub fn head_importance(
     model: &Transformer,
     examples: &[Example],
     label_smoothing: f64,
+    special: SpecialIds,
     device: &Device,
 ) -> Vec<HeadImportance> {
     assert!(
@@ -47,8 +48,8 @@ pub fn head_importance(
     let heads = model.heads();
     let mut sums = vec![0.0f64; heads.len()];
     for example in examples {
-        let loss =
-            Seq2SeqBatch::new(std::slice::from_ref(example), device).loss(model, label_smoothing);
+        let loss = Seq2SeqBatch::with_special(std::slice::from_ref(example), special, device)
+            .loss(model, label_smoothing);
         let grads = loss.backward();
         let mut first = 0;
         for (_, mha) in &blocks {
@@ -155,7 +156,8 @@ mod tests {
         let task = Task::new(TaskKind::Reverse, 6, 2, 5).unwrap();
         device.seed(3);
         let model = task.tiny_model().init(&device);
-        let importance = head_importance(&model, &task.samples(8, 2), 0.0, &device);
+        let importance =
+            head_importance(&model, &task.samples(8, 2), 0.0, SpecialIds::OURS, &device);
         assert_eq!(importance.len(), model.heads().len());
         assert!(importance.iter().all(|i| i.raw > 0.0));
         for block in model.attention_blocks().iter().map(|(b, _)| *b) {

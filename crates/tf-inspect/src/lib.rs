@@ -39,6 +39,7 @@ pub mod logit_lens;
 pub mod patching;
 pub mod plot;
 pub mod prune;
+pub mod tokens;
 pub mod viewer;
 
 pub use error::{InspectError, Result};

@@ -11,6 +11,7 @@ use tf_model::Transformer;
 
 use crate::error::{InspectError, Result};
 use crate::forced::{Forced, forced, ids};
+use crate::tokens::Tokens;
 
 /// What each decoder layer would predict.
 #[derive(Clone, Debug, Serialize)]
@@ -32,7 +33,7 @@ pub struct LogitLens {
 }
 
 /// The logit lens over `source`'s translation: `target` if given, else the greedy one (at most
-/// `max_output` tokens); `label` writes a token id as text.
+/// `max_output` tokens); `labels` write token ids as text.
 ///
 /// # Errors
 /// If the source is empty or the translation does not fit the model's positions.
@@ -41,10 +42,11 @@ pub fn logit_lens(
     source: &[usize],
     target: Option<&[usize]>,
     max_output: usize,
-    label: impl Fn(usize) -> String,
+    tokens: Tokens<'_>,
     device: &Device,
 ) -> Result<LogitLens> {
-    let Forced { prefix, output, .. } = forced(model, source, target, max_output, device)?;
+    let Forced { prefix, output, .. } =
+        forced(model, source, target, max_output, tokens.special, device)?;
     let n_layers = model.decoder.layers.len();
     let points: Vec<HookPoint> = (0..n_layers)
         .map(|l| HookPoint::layer(Stack::Decoder, l, LayerSite::ResidPost))
@@ -80,17 +82,16 @@ pub fn logit_lens(
             let best = (0..vocab)
                 .max_by(|&a, &b| row[a].total_cmp(&row[b]))
                 .expect("a vocabulary");
-            layer_top.push(label(best));
+            layer_top.push((tokens.target)(best));
         }
         ranks.push(layer_ranks);
         probability.push(layer_probs);
         top.push(layer_top);
     }
-    let labels = |tokens: &[usize]| tokens.iter().map(|&t| label(t)).collect::<Vec<_>>();
     Ok(LogitLens {
-        source: labels(source),
-        decoder_input: labels(&prefix),
-        output: labels(&output),
+        source: tokens.sources(source),
+        decoder_input: tokens.targets(&prefix),
+        output: tokens.targets(&output),
         layers: points.iter().map(ToString::to_string).collect(),
         ranks,
         probability,
@@ -133,7 +134,15 @@ mod tests {
         let model = TransformerConfig::tiny(12, 12)
             .with_max_len(16)
             .init(&device);
-        let lens = logit_lens(&model, &[3, 4, 5], None, 6, |id| id.to_string(), &device).unwrap();
+        let lens = logit_lens(
+            &model,
+            &[3, 4, 5],
+            None,
+            6,
+            Tokens::ours(&|id| id.to_string()),
+            &device,
+        )
+        .unwrap();
         assert_eq!(lens.layers, ["dec.0.resid_post", "dec.1.resid_post"]);
         let last = lens.ranks.last().unwrap();
         assert_eq!(last.len(), lens.output.len());

@@ -19,7 +19,8 @@ use serde::Serialize;
 use tf_attention::hooks::{AttentionBlock, AttentionSite, LayerSite, Stack};
 use tf_attention::{HookPoint, Hooks, Patch, Replacement};
 use tf_model::{AttentionKind, Transformer};
-use tf_train::data::task::EOS;
+
+use crate::tokens::Tokens;
 use tf_train::store::atomic::write_atomic;
 
 use crate::error::{InspectError, Result};
@@ -98,7 +99,8 @@ pub struct Patching {
 
 /// Patches `clean` into `corrupt` (token ids of equal length) at every residual position and
 /// every head; `target` is the clean translation (default: `clean`'s greedy one, at most
-/// `max_output` tokens and one fewer than the model's positions); `label` writes a token id as text.
+/// `max_output` tokens and one fewer than the model's positions); `labels` write token ids as
+/// text.
 ///
 /// # Errors
 /// If the sources differ in length or are empty, or a translation is longer than the model's
@@ -109,7 +111,7 @@ pub fn activation_patching(
     corrupt: &[usize],
     target: Option<&[usize]>,
     max_output: usize,
-    label: impl Fn(usize) -> String,
+    tokens: Tokens<'_>,
     device: &Device,
 ) -> Result<Patching> {
     if clean.is_empty() || clean.len() != corrupt.len() {
@@ -124,9 +126,14 @@ pub fn activation_patching(
         translation: clean_translation,
         prefix: decoder_input,
         output: expected,
-    } = forced(model, clean, target, max_output, device)?;
-    let corrupt_translation = greedy(model, corrupt, max_output, device)?;
-    let metric = metric_of(&expected, &corrupt_translation, &label);
+    } = forced(model, clean, target, max_output, tokens.special, device)?;
+    let corrupt_translation = greedy(model, corrupt, max_output, tokens.special, device)?;
+    let metric = metric_of(
+        &expected,
+        &corrupt_translation,
+        tokens.special.eos,
+        tokens.target,
+    );
     let tgt = ids(&decoder_input, device);
     let (src_len, tgt_len) = (clean.len(), decoder_input.len());
 
@@ -205,25 +212,24 @@ pub fn activation_patching(
             effect,
         });
     }
-    let labels = |tokens: &[usize]| tokens.iter().map(|&t| label(t)).collect::<Vec<_>>();
     let names = |points: &[HookPoint]| points.iter().map(ToString::to_string).collect();
     Ok(Patching {
-        clean_source: labels(clean),
-        corrupt_source: labels(corrupt),
-        clean_translation: labels(&clean_translation),
-        corrupt_translation: labels(&corrupt_translation),
-        decoder_input: labels(&decoder_input),
+        clean_source: tokens.sources(clean),
+        corrupt_source: tokens.sources(corrupt),
+        clean_translation: tokens.targets(&clean_translation),
+        corrupt_translation: tokens.targets(&corrupt_translation),
+        decoder_input: tokens.targets(&decoder_input),
         metric,
         clean_score,
         corrupt_score,
         encoder_residual: PositionPatching {
             points: names(&encoder_points),
-            positions: labels(clean),
+            positions: tokens.sources(clean),
             effect: encoder_effect,
         },
         decoder_residual: PositionPatching {
             points: names(&decoder_points),
-            positions: labels(&decoder_input),
+            positions: tokens.targets(&decoder_input),
             effect: decoder_effect,
         },
         heads,
@@ -273,14 +279,15 @@ fn head_blocks(model: &Transformer) -> Vec<(AttentionKind, Vec<(HookPoint, usize
     ]
 }
 
-/// The logit difference at the first token where the translations (with their EOS) differ, or
-/// the clean translation's log-probability where they do not.
+/// The logit difference at the first token where the translations (with their EOS, `eos`)
+/// differ, or the clean translation's log-probability where they do not.
 fn metric_of(
     expected: &[usize],
     corrupt_translation: &[usize],
+    eos: usize,
     label: impl Fn(usize) -> String,
 ) -> PatchMetric {
-    let corrupt = corrupt_translation.iter().copied().chain([EOS]);
+    let corrupt = corrupt_translation.iter().copied().chain([eos]);
     match expected
         .iter()
         .zip(corrupt)
@@ -288,7 +295,7 @@ fn metric_of(
     {
         Some(position) => {
             let clean_token = expected[position];
-            let corrupt_token = corrupt_translation.get(position).copied().unwrap_or(EOS);
+            let corrupt_token = corrupt_translation.get(position).copied().unwrap_or(eos);
             PatchMetric::LogitDifference {
                 position,
                 clean_token,
@@ -375,7 +382,7 @@ impl Patching {
 mod tests {
     use super::*;
     use tf_model::{GreedyOptions, TransformerConfig};
-    use tf_train::data::task::BOS;
+    use tf_train::data::task::{BOS, EOS};
 
     fn model(device: &Device) -> Transformer {
         device.seed(7);
@@ -405,7 +412,7 @@ mod tests {
             &corrupt,
             Some(&target),
             8,
-            |id| id.to_string(),
+            Tokens::ours(&|id| id.to_string()),
             &device,
         )
         .unwrap();
@@ -449,7 +456,7 @@ mod tests {
             &[3],
             None,
             8,
-            |id| id.to_string(),
+            Tokens::ours(&|id| id.to_string()),
             &device,
         )
         .unwrap_err()
@@ -467,11 +474,17 @@ mod tests {
             clean_label: label(clean_token),
             corrupt_label: label(corrupt_token),
         };
-        assert_eq!(metric_of(&[5, 6, EOS], &[5, 7], label), difference(1, 6, 7));
-        // A shorter corrupted translation differs where it ends.
-        assert_eq!(metric_of(&[5, 6, EOS], &[5], label), difference(1, 6, EOS));
         assert_eq!(
-            metric_of(&[5, 6, EOS], &[5, 6], label),
+            metric_of(&[5, 6, EOS], &[5, 7], EOS, label),
+            difference(1, 6, 7)
+        );
+        // A shorter corrupted translation differs where it ends.
+        assert_eq!(
+            metric_of(&[5, 6, EOS], &[5], EOS, label),
+            difference(1, 6, EOS)
+        );
+        assert_eq!(
+            metric_of(&[5, 6, EOS], &[5, 6], EOS, label),
             PatchMetric::CleanLogProb
         );
     }

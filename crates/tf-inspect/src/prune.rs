@@ -223,6 +223,7 @@ mod tests {
     use crate::importance::{head_importance, least_important};
     use burn::module::Module;
     use burn::tensor::Device;
+    use tf_train::data::task::SpecialIds;
     use tf_train::eval::accuracy::accuracy;
     use tf_train::{Task, TaskKind};
 
@@ -236,7 +237,13 @@ mod tests {
         let gradient_model = config.init(&gradient_device);
         let model = gradient_model.valid();
         let examples = task.samples(4, 1);
-        let importance = head_importance(&gradient_model, &examples, 0.0, &gradient_device);
+        let importance = head_importance(
+            &gradient_model,
+            &examples,
+            0.0,
+            SpecialIds::OURS,
+            &gradient_device,
+        );
         let measure = |m: &Transformer| Ok(accuracy(m, &examples, 5, 8, &device)?);
         let mut heard = Vec::new();
         let order = removal_order(&importance, PruneOrder::Importance);
@@ -255,7 +262,8 @@ mod tests {
         let device = Device::flex().autodiff();
         device.seed(5);
         let model = task.tiny_model().init(&device);
-        let importance = head_importance(&model, &task.samples(4, 1), 0.0, &device);
+        let importance =
+            head_importance(&model, &task.samples(4, 1), 0.0, SpecialIds::OURS, &device);
         let by_importance = removal_order(&importance, PruneOrder::Importance);
         assert_eq!(by_importance, least_important(&importance, 6).unwrap());
         let random = removal_order(&importance, PruneOrder::Random { seed: 1 });

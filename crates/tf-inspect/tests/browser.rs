@@ -125,8 +125,7 @@ fn page(dir: &Path) -> (PathBuf, ViewerData) {
         &model,
         &source,
         13,
-        tf_train::data::task::SpecialIds::OURS,
-        (label, label),
+        tf_inspect::tokens::Tokens::ours(&label),
         &device,
     )
     .unwrap();
@@ -147,7 +146,7 @@ fn page(dir: &Path) -> (PathBuf, ViewerData) {
                 Some(&maps.output_ids),
                 13,
                 method,
-                label,
+                tf_inspect::tokens::Tokens::ours(&label),
                 &device,
             );
             ViewerAttribution::new(method, &a.unwrap())

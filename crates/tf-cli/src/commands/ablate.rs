@@ -138,7 +138,16 @@ pub fn run(args: AblateArgs, device: &Device) -> Result<()> {
     };
     let bleu = args.bleu.then_some(&decoding);
     let started = Instant::now();
-    let results = ablation_study(&model, &examples, point, method, &selections, bleu, device)?;
+    let results = ablation_study(
+        &model,
+        &examples,
+        point,
+        method,
+        &selections,
+        bleu,
+        codec.special_ids(),
+        device,
+    )?;
     println!(
         "{} ablation of {point} over {description} ({:.1} s)",
         method.name(),

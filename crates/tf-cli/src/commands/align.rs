@@ -15,6 +15,7 @@ use tf_inspect::alignment::{
     words_of_tokens,
 };
 use tf_inspect::attribution::{AttributionMethod, attribute};
+use tf_inspect::tokens::Tokens;
 use tf_train::data::corpus::read_lines;
 use tf_train::store::atomic::write_atomic;
 
@@ -82,6 +83,7 @@ pub fn run(args: AlignArgs, device: &Device) -> Result<()> {
         device.clone()
     };
     let (model, codec) = load_inspected(&args.model, &device)?;
+    let special = codec.special_ids();
     let limit = args.limit.unwrap_or(usize::MAX);
     let sources: Vec<String> = read_lines(&args.source)?.into_iter().take(limit).collect();
     let targets = match &args.target {
@@ -125,10 +127,10 @@ pub fn run(args: AlignArgs, device: &Device) -> Result<()> {
         // Greedy once, for every method alike.
         let target = match target {
             Some(target) => target,
-            None => tf_inspect::forced::greedy(&model, &source, max_output, &device)?,
+            None => tf_inspect::forced::greedy(&model, &source, max_output, special, &device)?,
         };
-        let source_words = words_of_tokens(&labels(&source, &codec));
-        let target_words = words_of_tokens(&labels(&target, &codec));
+        let source_words = words_of_tokens(&labels(&source, |id| codec.source_label(id)));
+        let target_words = words_of_tokens(&labels(&target, |id| codec.label(id)));
         for (m, &method) in methods.iter().enumerate() {
             let attribution = attribute(
                 &model,
@@ -136,7 +138,11 @@ pub fn run(args: AlignArgs, device: &Device) -> Result<()> {
                 Some(&target),
                 max_output,
                 method,
-                |id| codec.label(id),
+                Tokens {
+                    special,
+                    source: &|id| codec.source_label(id),
+                    target: &|id| codec.label(id),
+                },
                 &device,
             )
             .with_context(|| at(method.name()))?;
@@ -150,7 +156,7 @@ pub fn run(args: AlignArgs, device: &Device) -> Result<()> {
             }
         }
         if args.heads {
-            let layers = cross_attention_heads(&model, &source, &target, &device)?;
+            let layers = cross_attention_heads(&model, &source, &target, special, &device)?;
             head_alignments.resize_with(layers.len(), Vec::new);
             for (l, heads) in layers.iter().enumerate() {
                 head_alignments[l].resize_with(heads.len(), Vec::new);
@@ -233,8 +239,8 @@ pub fn run(args: AlignArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-fn labels(ids: &[usize], codec: &crate::commands::codec::Codec) -> Vec<String> {
-    ids.iter().map(|&id| codec.label(id)).collect()
+fn labels(ids: &[usize], label: impl Fn(usize) -> String) -> Vec<String> {
+    ids.iter().map(|&id| label(id)).collect()
 }
 
 /// One Pharaoh line per sentence pair.

@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use clap::Args;
 use tf_inspect::attention_maps::AttentionMaps;
 use tf_inspect::attribution::{AttributionMethod, attribute};
+use tf_inspect::tokens::Tokens;
 use tf_inspect::viewer::{ViewerAttribution, ViewerData, ViewerInfo, model_summary};
 use tf_train::store::model_dir::Dropout;
 use tf_train::{ModelDir, RunTask};
@@ -68,15 +69,12 @@ pub fn run(args: AttentionArgs, device: &Device) -> Result<()> {
     let max_output = codec
         .max_output(&model, source.len())
         .min(model.max_len().saturating_sub(1));
-    let labels = (|id| codec.source_label(id), |id| codec.label(id));
-    let maps = AttentionMaps::capture(
-        &model,
-        &source,
-        max_output,
-        codec.special_ids(),
-        labels,
-        &device,
-    )?;
+    let tokens = Tokens {
+        special: codec.special_ids(),
+        source: &|id| codec.source_label(id),
+        target: &|id| codec.label(id),
+    };
+    let maps = AttentionMaps::capture(&model, &source, max_output, tokens, &device)?;
     let output_text = codec.text(&maps.output_ids)?;
     println!("input   {}", maps.source.join(" "));
     println!("output  {}", maps.output.join(" "));
@@ -110,7 +108,7 @@ pub fn run(args: AttentionArgs, device: &Device) -> Result<()> {
                     Some(&maps.output_ids),
                     max_output,
                     method,
-                    |id| codec.label(id),
+                    tokens,
                     &device,
                 )?;
                 Ok(ViewerAttribution::new(method, &attribution))

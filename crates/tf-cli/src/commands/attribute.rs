@@ -8,6 +8,7 @@ use anyhow::Result;
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use tf_inspect::attribution::{Attribution, AttributionMethod, attribute};
+use tf_inspect::tokens::Tokens;
 use tf_train::store::atomic::write_atomic;
 
 use crate::commands::codec::load_inspected;
@@ -100,7 +101,11 @@ pub fn run(args: AttributeArgs, device: &Device) -> Result<()> {
         target.as_deref(),
         codec.max_output(&model, source.len()),
         method,
-        |id| codec.label(id),
+        Tokens {
+            special: codec.special_ids(),
+            source: &|id| codec.source_label(id),
+            target: &|id| codec.label(id),
+        },
         &device,
     )?;
     let seconds = started.elapsed().as_secs_f64();

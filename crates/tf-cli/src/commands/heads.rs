@@ -67,12 +67,20 @@ pub fn run(args: HeadsArgs, device: &Device) -> Result<()> {
     }
     let dir = ModelDir::new(&args.model);
     let samples = samples(&args, &dir)?;
-    let (_, model) = dir.load_model(device, Dropout::AsConfigured)?;
+    let (config, model) = dir.load_model(device, Dropout::AsConfigured)?;
+    let special = config.task.special_ids();
     let truth = GroundTruth {
         alignment: samples.alignment.as_deref(),
         token_counts: samples.token_counts.as_deref(),
     };
-    let mut stats = head_statistics(&model, &samples.examples, truth, args.batch_size, device);
+    let mut stats = head_statistics(
+        &model,
+        &samples.examples,
+        truth,
+        args.batch_size,
+        special,
+        device,
+    );
     if !args.no_importance {
         let gradient_device = device.clone().autodiff();
         let (_, model) = dir.load_model(&gradient_device, Dropout::Off)?;
@@ -80,6 +88,7 @@ pub fn run(args: HeadsArgs, device: &Device) -> Result<()> {
             &model,
             &samples.examples,
             samples.label_smoothing,
+            special,
             &gradient_device,
         );
         for (s, i) in stats.iter_mut().zip(importance) {

@@ -7,6 +7,7 @@ use anyhow::Result;
 use burn::tensor::Device;
 use clap::Args;
 use tf_inspect::logit_lens::logit_lens;
+use tf_inspect::tokens::Tokens;
 use tf_train::store::atomic::write_atomic;
 
 use crate::commands::codec::load_inspected;
@@ -35,7 +36,11 @@ pub fn run(args: LensArgs, device: &Device) -> Result<()> {
         &source,
         target.as_deref(),
         codec.max_output(&model, source.len()),
-        |id| codec.label(id),
+        Tokens {
+            special: codec.special_ids(),
+            source: &|id| codec.source_label(id),
+            target: &|id| codec.label(id),
+        },
         device,
     )?;
     println!("input   {}", lens.source.join(" "));

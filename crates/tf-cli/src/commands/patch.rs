@@ -9,6 +9,7 @@ use anyhow::Result;
 use burn::tensor::Device;
 use clap::Args;
 use tf_inspect::patching::{PatchMetric, activation_patching};
+use tf_inspect::tokens::Tokens;
 
 use crate::commands::codec::load_inspected;
 
@@ -50,7 +51,11 @@ pub fn run(args: PatchArgs, device: &Device) -> Result<()> {
         &corrupt,
         target.as_deref(),
         codec.max_output(&model, clean.len()),
-        |id| codec.label(id),
+        Tokens {
+            special: codec.special_ids(),
+            source: &|id| codec.source_label(id),
+            target: &|id| codec.label(id),
+        },
         device,
     )?;
     let seconds = started.elapsed().as_secs_f64();

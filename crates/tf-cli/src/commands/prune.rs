@@ -167,11 +167,12 @@ fn importance_of(
     device: &Device,
 ) -> Result<Vec<HeadImportance>> {
     let gradient_device = device.clone().autodiff();
-    let (_, gradient_model) = dir.load_model(&gradient_device, Dropout::Off)?;
+    let (config, gradient_model) = dir.load_model(&gradient_device, Dropout::Off)?;
     Ok(head_importance(
         &gradient_model,
         examples,
         label_smoothing,
+        config.task.special_ids(),
         &gradient_device,
     ))
 }

@@ -34,6 +34,7 @@ use tf_model::Transformer;
 
 use crate::error::{InspectError, Result};
 use crate::forced::{Forced, forced, ids, repeated_ids};
+use crate::tokens::Tokens;
 
 mod alti;
 mod value_zeroing;
@@ -110,7 +111,7 @@ pub struct Attribution {
 }
 
 /// Attributes each token of `source`'s translation (`target` if given, else greedy, at most
-/// `max_output` tokens) by `method`; `label` writes a token id as text.
+/// `max_output` tokens) by `method`; `labels` write token ids as text.
 ///
 /// # Errors
 /// If the source is empty, the translation does not fit the model's positions, or a gradient
@@ -121,7 +122,7 @@ pub fn attribute(
     target: Option<&[usize]>,
     max_output: usize,
     method: AttributionMethod,
-    label: impl Fn(usize) -> String,
+    tokens: Tokens<'_>,
     device: &Device,
 ) -> Result<Attribution> {
     if method.needs_gradients() && !device.is_autodiff() {
@@ -135,7 +136,8 @@ pub fn attribute(
             "integrated gradients need at least one step".into(),
         ));
     }
-    let Forced { prefix, output, .. } = forced(model, source, target, max_output, device)?;
+    let Forced { prefix, output, .. } =
+        forced(model, source, target, max_output, tokens.special, device)?;
     let (src, tgt) = (ids(source, device), ids(&prefix, device));
     let (source_rows, target_rows) = match method {
         AttributionMethod::Attention | AttributionMethod::Rollout => {
@@ -166,12 +168,11 @@ pub fn attribute(
             gradients(model, source, &prefix, &output, steps, true, device)?
         }
     };
-    let labels = |tokens: &[usize]| tokens.iter().map(|&t| label(t)).collect::<Vec<_>>();
     Ok(Attribution {
         method: method.name().to_string(),
-        source_tokens: labels(source),
-        target_tokens: labels(&output),
-        prefix_tokens: labels(&prefix),
+        source_tokens: tokens.sources(source),
+        target_tokens: tokens.targets(&output),
+        prefix_tokens: tokens.targets(&prefix),
         source: source_rows,
         target: target_rows,
     })
@@ -496,7 +497,16 @@ mod tests {
 
     fn run(model: &Transformer, method: AttributionMethod, device: &Device) -> Attribution {
         let label = |id: usize| id.to_string();
-        attribute(model, &[3, 4, 5], Some(&[6, 7]), 6, method, label, device).unwrap()
+        attribute(
+            model,
+            &[3, 4, 5],
+            Some(&[6, 7]),
+            6,
+            method,
+            Tokens::ours(&label),
+            device,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -620,7 +630,7 @@ mod tests {
             None,
             4,
             AttributionMethod::Gradient,
-            |id| id.to_string(),
+            Tokens::ours(&|id| id.to_string()),
             &device,
         )
         .unwrap_err()

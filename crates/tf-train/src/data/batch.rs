@@ -5,7 +5,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use tf_attention::padding_mask_from_lengths;
 use tf_model::Transformer;
 
-use crate::data::task::{BOS, EOS, Example, PAD};
+use crate::data::task::{Example, SpecialIds};
 use crate::training::loss::label_smoothed_cross_entropy;
 
 /// One batch, on a device.
@@ -23,33 +23,49 @@ pub struct Seq2SeqBatch {
     pub tgt_out: Tensor<2, Int>,
     /// Number of non-padding target tokens (what the loss averages over).
     pub n_target_tokens: usize,
+    /// The padding id of `tgt_out`, which the loss ignores.
+    pub pad: usize,
 }
 
-/// Pads `rows` to the longest with PAD. Returns the ids and each row's length.
-fn pad_rows(rows: &[Vec<usize>]) -> (Vec<i64>, Vec<usize>, usize) {
+/// Pads `rows` to the longest with `pad`. Returns the ids and each row's length.
+fn pad_rows(rows: &[Vec<usize>], pad: usize) -> (Vec<i64>, Vec<usize>, usize) {
     let max_len = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut ids = Vec::with_capacity(rows.len() * max_len);
     for row in rows {
         ids.extend(row.iter().map(|&t| t as i64));
-        ids.extend(std::iter::repeat_n(PAD as i64, max_len - row.len()));
+        ids.extend(std::iter::repeat_n(pad as i64, max_len - row.len()));
     }
     (ids, rows.iter().map(Vec::len).collect(), max_len)
 }
 
-/// A padded `[batch, len]` id tensor and its padding mask.
-fn padded(rows: &[Vec<usize>], device: &Device) -> (Tensor<2, Int>, Tensor<2, Bool>, Vec<usize>) {
-    let (ids, lengths, max_len) = pad_rows(rows);
+/// A `[batch, len]` id tensor padded with `pad`, and its padding mask.
+fn padded(
+    rows: &[Vec<usize>],
+    pad: usize,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Bool>, Vec<usize>) {
+    let (ids, lengths, max_len) = pad_rows(rows, pad);
     let tensor = Tensor::from_data(TensorData::new(ids, [rows.len(), max_len]), device);
     let mask = padding_mask_from_lengths(&lengths, max_len, device);
     (tensor, mask, lengths)
 }
 
 impl Seq2SeqBatch {
-    /// Pads and places `examples` on `device`.
+    /// Pads and places `examples` on `device`, with our special ids.
     ///
     /// # Panics
     /// If `examples` is empty or a source is empty.
     pub fn new(examples: &[Example], device: &Device) -> Self {
+        Self::with_special(examples, SpecialIds::OURS, device)
+    }
+
+    /// [`new`](Self::new) for a model with other special ids (an imported MarianMT model): the
+    /// decoder input starts with `special.bos`, the targets end in `special.eos` and are
+    /// padded with `special.pad`.
+    ///
+    /// # Panics
+    /// If `examples` is empty or a source is empty.
+    pub fn with_special(examples: &[Example], special: SpecialIds, device: &Device) -> Self {
         assert!(!examples.is_empty(), "a batch needs at least one example");
         assert!(
             examples.iter().all(|e| !e.src.is_empty()),
@@ -58,15 +74,25 @@ impl Seq2SeqBatch {
         let sources: Vec<Vec<usize>> = examples.iter().map(|e| e.src.clone()).collect();
         let inputs: Vec<Vec<usize>> = examples
             .iter()
-            .map(|e| std::iter::once(BOS).chain(e.tgt.iter().copied()).collect())
+            .map(|e| {
+                std::iter::once(special.bos)
+                    .chain(e.tgt.iter().copied())
+                    .collect()
+            })
             .collect();
         let outputs: Vec<Vec<usize>> = examples
             .iter()
-            .map(|e| e.tgt.iter().copied().chain(std::iter::once(EOS)).collect())
+            .map(|e| {
+                e.tgt
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(special.eos))
+                    .collect()
+            })
             .collect();
-        let (src, src_pad_mask, _) = padded(&sources, device);
-        let (tgt_in, tgt_pad_mask, lengths) = padded(&inputs, device);
-        let (tgt_out, _, _) = padded(&outputs, device);
+        let (src, src_pad_mask, _) = padded(&sources, special.pad, device);
+        let (tgt_in, tgt_pad_mask, lengths) = padded(&inputs, special.pad, device);
+        let (tgt_out, _, _) = padded(&outputs, special.pad, device);
         Self {
             src,
             src_pad_mask,
@@ -74,6 +100,7 @@ impl Seq2SeqBatch {
             tgt_pad_mask,
             tgt_out,
             n_target_tokens: lengths.iter().sum(),
+            pad: special.pad,
         }
     }
 
@@ -89,7 +116,7 @@ impl Seq2SeqBatch {
             Some(self.src_pad_mask),
             Some(self.tgt_pad_mask),
         );
-        label_smoothed_cross_entropy(logits, self.tgt_out, PAD, label_smoothing)
+        label_smoothed_cross_entropy(logits, self.tgt_out, self.pad, label_smoothing)
     }
 
     /// Pads and places sources alone, for decoding.
@@ -97,7 +124,7 @@ impl Seq2SeqBatch {
     /// # Shapes
     /// returns `[batch, src_len]` ids and mask
     pub fn sources(sources: &[Vec<usize>], device: &Device) -> (Tensor<2, Int>, Tensor<2, Bool>) {
-        let (src, mask, _) = padded(sources, device);
+        let (src, mask, _) = padded(sources, SpecialIds::OURS.pad, device);
         (src, mask)
     }
 }
