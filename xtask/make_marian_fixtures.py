@@ -19,8 +19,8 @@ Each model case is a directory NAME/ holding
   with the arguments it was given.
 
 The translator case, `translator/`, is a MarianMT model over the tokenizer case's vocabulary,
-trained briefly on Multi30k, with `generate`'s greedy translations of validation sentences
-(`translations.json`).
+trained briefly on Multi30k, with `generate`'s greedy and beam-5 translations of validation
+sentences (`translations.json`).
 
 Every parameter, the LayerNorms and `final_logits_bias` included, is drawn at random with a
 spread that makes a mix-up (sine for cosine half, query for key, weight for bias) visible far
@@ -298,8 +298,13 @@ def translator_case(out_dir, corpus):
             out = model.generate(**ids, num_beams=1, do_sample=False, max_new_tokens=limit + 1)
         tokens = out[0].tolist()[1:]
         if tokenizer.eos_token_id in tokens and tokens.index(tokenizer.eos_token_id) < limit:
+            # Beam 5 with generate's defaults (length_penalty 1, early_stopping False), EOS
+            # forced as the limit's last token, as `tf translate --beam 5` decodes a Marian model.
+            with torch.no_grad():
+                beam = model.generate(**ids, num_beams=5, do_sample=False, max_new_tokens=limit)
             kept.append({"source": sentence,
-                         "greedy": tokenizer.decode(out[0], skip_special_tokens=True)})
+                         "greedy": tokenizer.decode(out[0], skip_special_tokens=True),
+                         "beam5": tokenizer.decode(beam[0], skip_special_tokens=True)})
     (directory / "translations.json").write_text(
         json.dumps(kept, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"translator: loss {loss.item():.2f}, {len(kept)} of {len(sentences)} translations kept")

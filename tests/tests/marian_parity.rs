@@ -3,7 +3,7 @@
 //! different shapes: tied and untied embeddings, separate vocabularies, SiLU/ReLU/GELU, with and
 //! without the embedding scale), the saved model is imported and run on the CPU device; the
 //! encoder output and the logits must be within 1e-4 of `transformers`', and greedy decoding
-//! must give `model.generate`'s tokens.
+//! and beam search (ranked as `generate` ranks) must give `model.generate`'s tokens.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 use serde_json::Value;
-use tf_model::{GreedyOptions, MarianConfig, import_marian};
+use tf_model::{BeamOptions, BeamRanking, GreedyOptions, MarianConfig, OutputLimit, import_marian};
 use tf_tests::max_abs_diff;
 
 const TOLERANCE: f32 = 1e-4;
@@ -120,27 +120,55 @@ fn imported_marian_models_compute_what_transformers_computes() {
         let generated = read_json(&dir.join("generate.json"));
         let max_length = generated["max_length"].as_u64().unwrap() as usize;
         let eos = marian.eos_token_id as i64;
-        let expected: Vec<Vec<usize>> = generated["greedy"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array().unwrap()[1..]
-                    .iter()
-                    .map(|id| id.as_i64().unwrap())
-                    .take_while(|&id| id != eos)
-                    .map(|id| id as usize)
-                    .collect()
-            })
-            .collect();
+        let expected = |key: &str| -> Vec<Vec<usize>> {
+            generated[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    row.as_array().unwrap()[1..]
+                        .iter()
+                        .map(|id| id.as_i64().unwrap())
+                        .take_while(|&id| id != eos)
+                        .map(|id| id as usize)
+                        .collect()
+                })
+                .collect()
+        };
         let options =
             GreedyOptions::new(marian.decoder_start(), marian.eos_token_id, max_length - 2);
         let ours = model
-            .greedy_decode(src, Some(src_mask), &options)
+            .greedy_decode(src.clone(), Some(src_mask.clone()), &options)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        if ours != expected {
+        if ours != expected("greedy") {
             failures.push(format!(
-                "{name} greedy: ours {ours:?}, transformers {expected:?}"
+                "{name} greedy: ours {ours:?}, transformers {:?}",
+                expected("greedy")
+            ));
+        }
+        // Beam 5 as generate searches: score log p / len^length_penalty, its stopping rule,
+        // and EOS forced at max_length (the start token counts in max_length). GNMT's ranking
+        // gives other translations of these sentences.
+        let beam = BeamOptions {
+            beam_size: 5,
+            alpha: generated["length_penalty"].as_f64().unwrap(),
+            max_output: OutputLimit {
+                per_source_token: 0.0,
+                extra: max_length - 1,
+            },
+            ranking: BeamRanking::Transformers { forced_eos: true },
+            ..BeamOptions::new(marian.decoder_start(), marian.eos_token_id)
+        };
+        let ours: Vec<Vec<usize>> = model
+            .beam_search(src, Some(src_mask), &beam)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .into_iter()
+            .map(|hypotheses| hypotheses[0].tokens.clone())
+            .collect();
+        if ours != expected("beam5") {
+            failures.push(format!(
+                "{name} beam 5: ours {ours:?}, transformers {:?}",
+                expected("beam5")
             ));
         }
     }

@@ -1755,6 +1755,18 @@ fn an_imported_marian_model_translates_as_transformers_generate_does() {
         .map(|row| row["greedy"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ours, expected);
+    // Beam search ranks and stops as generate does (length_penalty 1, EOS forced at the limit).
+    let translated = tf_with_stdin(
+        &["translate", "--model", out.to_str().unwrap(), "--beam", "5"],
+        sources.as_bytes(),
+    );
+    assert!(translated.status.success(), "{}", stderr(&translated));
+    let ours: Vec<String> = stdout(&translated).lines().map(String::from).collect();
+    let beam: Vec<String> = rows
+        .iter()
+        .map(|row| row["beam5"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ours, beam);
 
     // Its attention can be drawn like that of a model trained here.
     let maps = out.join("maps");

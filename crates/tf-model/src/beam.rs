@@ -19,10 +19,30 @@ pub struct BeamOptions {
     pub eos: usize,
     /// Hypotheses kept per sentence. 1 is greedy decoding.
     pub beam_size: usize,
-    /// Length-penalty exponent α (GNMT); 0 ranks by log-probability alone.
+    /// Length-penalty exponent α; 0 ranks by log-probability alone.
     pub alpha: f64,
     /// Most tokens per sentence (EOS included), from its source length.
     pub max_output: OutputLimit,
+    /// How finished hypotheses are ranked and when a sentence is done. Default: GNMT's.
+    pub ranking: BeamRanking,
+}
+
+/// How beam search ranks finished hypotheses, and when a sentence's search is over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BeamRanking {
+    /// GNMT's length penalty `((5 + len) / 6)^α` (Wu et al., 2016), as OpenNMT and the paper's
+    /// tensor2tensor rank; a sentence is done once `beam_size` hypotheses have ended.
+    #[default]
+    Gnmt,
+    /// As `transformers`' `generate` (`length_penalty` = α, `early_stopping=False`): a
+    /// hypothesis scores `log_prob / len^α`; a sentence is done once `beam_size` hypotheses
+    /// have ended and the best live beam, at its length, cannot beat the worst of them; with
+    /// `forced_eos` (`forced_eos_token_id`), every beam still live at the length limit ends
+    /// there with EOS.
+    Transformers {
+        /// End the beams live at the length limit with EOS (counted in their length).
+        forced_eos: bool,
+    },
 }
 
 /// Hypotheses kept per sentence unless told otherwise.
@@ -39,12 +59,17 @@ impl BeamOptions {
             beam_size: DEFAULT_BEAM,
             alpha: DEFAULT_ALPHA,
             max_output: OutputLimit::default(),
+            ranking: BeamRanking::Gnmt,
         }
     }
 
-    /// GNMT's length penalty of a hypothesis of `len` tokens.
+    /// The length penalty of a hypothesis of `len` tokens, that its log-probability is divided
+    /// by: GNMT's `((5 + len) / 6)^α`, or `len^α` as `transformers` has it.
     pub fn length_penalty(&self, len: usize) -> f64 {
-        ((5.0 + len as f64) / 6.0).powf(self.alpha)
+        match self.ranking {
+            BeamRanking::Gnmt => ((5.0 + len as f64) / 6.0).powf(self.alpha),
+            BeamRanking::Transformers { .. } => (len as f64).powf(self.alpha),
+        }
     }
 }
 
@@ -179,6 +204,7 @@ impl Transformer {
                 let rows_of = &next[first_row..first_row + n];
                 let at_limit = step + 1 >= s.max_tokens;
                 let done = &mut finished[s.sentence];
+                let forced_eos = options.ranking == BeamRanking::Transformers { forced_eos: true };
                 let first_parent = parents.len();
                 let mut next: Vec<Live> = Vec::with_capacity(k);
                 for (rank, (log_prob, j, token)) in best_extensions(&s.beams, rows_of, 2 * k)
@@ -190,8 +216,9 @@ impl Transformer {
                     }
                     let mut tokens = s.beams[j].tokens.clone();
                     if token == options.eos {
-                        // An ending counts only if it ranks among the k best.
-                        if rank < k {
+                        // An ending counts only if it ranks among the k best (and not where a
+                        // forced EOS ends every beam instead).
+                        if rank < k && !(at_limit && forced_eos) {
                             done.push(finish(tokens, log_prob, true));
                         }
                         continue;
@@ -201,11 +228,43 @@ impl Transformer {
                     parents.push((first_row + j) as i64);
                 }
                 first_row += n;
-                if at_limit {
-                    done.extend(next.drain(..).map(|b| finish(b.tokens, b.log_prob, false)));
-                }
-                // Done once k hypotheses have ended, or the length limit is reached.
-                if done.len() >= k || next.is_empty() {
+                let finished_here = match options.ranking {
+                    BeamRanking::Gnmt => {
+                        if at_limit {
+                            done.extend(
+                                next.drain(..).map(|b| finish(b.tokens, b.log_prob, false)),
+                            );
+                        }
+                        // Done once k hypotheses have ended, or the length limit is reached.
+                        done.len() >= k
+                    }
+                    BeamRanking::Transformers { .. } => {
+                        if at_limit && forced_eos {
+                            // The forced EOS of each beam's parent replaces this step's
+                            // tokens; its log-probability is 0 once forced.
+                            done.extend(
+                                s.beams
+                                    .drain(..)
+                                    .map(|b| finish(b.tokens, b.log_prob, true)),
+                            );
+                            next.clear();
+                        } else if at_limit {
+                            done.extend(
+                                next.drain(..).map(|b| finish(b.tokens, b.log_prob, false)),
+                            );
+                        }
+                        // The k best endings are kept; once there are k, a sentence is done
+                        // when its best live beam, scored at its length, cannot beat the worst.
+                        done.sort_by(|a, b| b.score.total_cmp(&a.score));
+                        done.truncate(k);
+                        done.len() >= k
+                            && next.first().is_none_or(|best| {
+                                best.log_prob / options.length_penalty(step + 1)
+                                    <= done[k - 1].score
+                            })
+                    }
+                };
+                if finished_here || next.is_empty() {
                     parents.truncate(first_parent);
                 } else {
                     s.beams = next;
@@ -246,6 +305,22 @@ impl Transformer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_ranking_has_its_length_penalty() {
+        let gnmt = BeamOptions {
+            alpha: 1.0,
+            ..BeamOptions::new(1, 2)
+        };
+        // ((5 + 7) / 6)^1 = 2; 4^0.5 = 2.
+        assert!((gnmt.length_penalty(7) - 2.0).abs() < 1e-12);
+        let transformers = BeamOptions {
+            alpha: 0.5,
+            ranking: BeamRanking::Transformers { forced_eos: true },
+            ..BeamOptions::new(1, 2)
+        };
+        assert!((transformers.length_penalty(4) - 2.0).abs() < 1e-12);
+    }
     use crate::config::TransformerConfig;
     use crate::greedy::GreedyOptions;
     use burn::tensor::Device;

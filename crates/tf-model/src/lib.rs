@@ -35,7 +35,7 @@ pub mod output_limit;
 pub mod torch_import;
 pub mod transformer;
 
-pub use beam::{BeamOptions, DEFAULT_ALPHA, DEFAULT_BEAM, Hypothesis};
+pub use beam::{BeamOptions, BeamRanking, DEFAULT_ALPHA, DEFAULT_BEAM, Hypothesis};
 pub use cache::{DecodeContext, DecoderCache};
 pub use config::{EmbeddingSharing, FinalNorm, HeadCounts, TransformerConfig};
 pub use decoder::{Decoder, DecoderOptions};

@@ -8,10 +8,14 @@ use burn::tensor::Device;
 use clap::Args;
 use tf_model::{DEFAULT_ALPHA, DEFAULT_BEAM};
 use tf_train::ModelDir;
+use tf_train::data::translation::VocabularySource;
 use tf_train::eval::length_penalty::check_alphas;
 use tf_train::eval::translate::{TranslateOptions, translate};
 use tf_train::store::atomic::write_atomic;
 use tf_train::store::model_dir::Dropout;
+
+/// `generate`'s default `length_penalty`, which an imported MarianMT model decodes with.
+const TRANSFORMERS_LENGTH_PENALTY: f64 = 1.0;
 
 use crate::args::read_input_lines;
 use crate::progress;
@@ -30,9 +34,10 @@ pub struct TranslateArgs {
     /// Beams per sentence (1 = greedy decoding).
     #[arg(long, default_value_t = DEFAULT_BEAM)]
     beam: usize,
-    /// Length penalty exponent alpha of GNMT's ((5 + length) / 6)^alpha [default: the one
-    /// chosen for the model on its validation split (DIR/length_penalty.json, written by
-    /// `tf train` and `tf length-penalty`), else 0.6].
+    /// Length penalty exponent alpha of GNMT's ((5 + length) / 6)^alpha, or of length^alpha
+    /// for an imported MarianMT model (transformers' length_penalty) [default: the one chosen
+    /// for the model on its validation split (DIR/length_penalty.json, written by `tf train`
+    /// and `tf length-penalty`), else 0.6, or 1 as generate's for a MarianMT model].
     #[arg(long)]
     alpha: Option<f64>,
     /// Sentences decoded together.
@@ -88,11 +93,19 @@ pub fn run(args: TranslateArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// The length penalty chosen for the model's weights, else the paper's (with a warning when the
-/// choice on record was made for other weights).
+/// The length penalty chosen for the model's weights, else the paper's, or `transformers`'
+/// default for an imported MarianMT model (with a warning when the choice on record was made for
+/// other weights).
 pub fn models_alpha(dir: &ModelDir) -> Result<f64> {
     if let Some(choice) = dir.length_penalty()? {
         return Ok(choice.alpha);
+    }
+    let imported = matches!(
+        dir.load_config()?.task.translation()?.vocabulary,
+        VocabularySource::Marian { .. }
+    );
+    if imported {
+        return Ok(TRANSFORMERS_LENGTH_PENALTY);
     }
     if dir.has_length_penalty_record() {
         eprintln!(

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use tf_model::BeamRanking;
+
 use crate::data::marian_tokenizer::{self, MarianTokenizer};
 use crate::data::subword::SubwordVocab;
 use crate::data::task::SpecialIds;
@@ -122,6 +124,16 @@ impl TranslationVocab {
                     eos: ids.eos,
                 }
             }
+        }
+    }
+
+    /// How beam search ranks hypotheses for models with this vocabulary: GNMT's for ours,
+    /// `transformers`' (EOS forced at the length limit, as opus-mt's `forced_eos_token_id`) for
+    /// an imported MarianMT model, so that `tf translate` decodes as `generate` does.
+    pub fn beam_ranking(&self) -> BeamRanking {
+        match self {
+            Self::Learned(_) => BeamRanking::Gnmt,
+            Self::Marian(_) => BeamRanking::Transformers { forced_eos: true },
         }
     }
 

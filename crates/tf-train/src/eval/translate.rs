@@ -3,7 +3,7 @@
 //! input's order. What validation BLEU and `tf translate` both use.
 
 use burn::tensor::Device;
-use tf_model::{BeamOptions, OutputLimit, Transformer};
+use tf_model::{BeamOptions, BeamRanking, OutputLimit, Transformer};
 
 use crate::data::batch::Seq2SeqBatch;
 use crate::data::task::SpecialIds;
@@ -15,7 +15,7 @@ use crate::error::Result;
 pub struct TranslateOptions {
     /// Beams per sentence; 1 is greedy decoding.
     pub beam_size: usize,
-    /// GNMT length penalty exponent (beam search only).
+    /// Length penalty exponent α of `ranking` (beam search only).
     pub alpha: f64,
     /// Most output tokens, from the source's length (and the model's positions).
     pub max_output: OutputLimit,
@@ -24,6 +24,10 @@ pub struct TranslateOptions {
     /// The decoder's start token and EOS (and padding). Default: ours; [`translate`] uses its
     /// vocabulary's.
     pub special: SpecialIds,
+    /// How beam search ranks and stops. Default: GNMT's; [`translate`] uses `transformers`'
+    /// (with EOS forced at the length limit) for an imported MarianMT model, as its `generate`
+    /// decodes.
+    pub ranking: BeamRanking,
 }
 
 impl TranslateOptions {
@@ -43,6 +47,7 @@ impl TranslateOptions {
             max_output: OutputLimit::default(),
             batch_sentences: 64,
             special: SpecialIds::OURS,
+            ranking: BeamRanking::Gnmt,
         }
     }
 }
@@ -80,6 +85,7 @@ pub fn translate(
     }
     let options = TranslateOptions {
         special: vocab.special_ids(),
+        ranking: vocab.beam_ranking(),
         ..*options
     };
     let outputs = translate_ids(model, &sources, &options, device, on_batch)?;
@@ -118,6 +124,7 @@ pub fn translate_ids(
             beam_size: options.beam_size.max(1),
             alpha: options.alpha,
             max_output: options.max_output,
+            ranking: options.ranking,
             ..BeamOptions::new(options.special.bos, options.special.eos)
         };
         let outputs: Vec<Vec<usize>> = model
