@@ -1834,6 +1834,28 @@ fn an_imported_marian_model_translates_as_transformers_generate_does() {
         assert!(run.status.success(), "{args:?}: {}", stderr(&run));
     }
 
+    // generation_config.json's one forbidden token (opus-mt's pad) is recorded; a longer
+    // banned sequence is refused.
+    let generation = snapshot.join("generation_config.json");
+    std::fs::write(&generation, r#"{"bad_words_ids": [[653]]}"#).unwrap();
+    let forbidding = snapshot.with_extension("forbidding");
+    let _ = std::fs::remove_dir_all(&forbidding);
+    let import = import_marian(&snapshot, &forbidding);
+    assert!(import.status.success(), "{}", stderr(&import));
+    let config = std::fs::read_to_string(forbidding.join("config.json")).unwrap();
+    assert!(config.contains("\"forbidden\": 653"), "{config}");
+    std::fs::write(&generation, r#"{"bad_words_ids": [[5, 6]]}"#).unwrap();
+    let _ = std::fs::remove_dir_all(&forbidding);
+    let refused = import_marian(&snapshot, &forbidding);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("bad_words_ids"),
+        "{}",
+        stderr(&refused)
+    );
+    std::fs::remove_file(&generation).unwrap();
+    let _ = std::fs::remove_dir_all(&forbidding);
+
     // A second import into the same directory is refused, and a damaged file is named.
     let again = import_marian(&snapshot, &out);
     assert!(!again.status.success());

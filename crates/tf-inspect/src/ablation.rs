@@ -331,8 +331,13 @@ fn greedy(
         let logits = model
             .forward_hooked(s.src.clone(), ids(&prefix, device), None, None, &mut hooks)
             .map_err(|err| InspectError::Invalid(err.to_string()))?;
-        let last = logits.narrow(1, prefix.len() - 1, 1);
-        let next = last.argmax(2).into_scalar::<i64>() as usize;
+        let [_, _, vocab] = logits.dims();
+        let last = logits.narrow(1, prefix.len() - 1, 1).reshape([1, vocab]);
+        let last = match special.forbidden {
+            Some(token) => tf_model::next_token::without_token(last, token),
+            None => last,
+        };
+        let next = last.argmax(1).into_scalar::<i64>() as usize;
         if next == special.eos {
             break;
         }

@@ -54,7 +54,8 @@ impl AttentionMaps {
         let (decoded, attention) = model.greedy_decode_with_attention(
             src,
             None,
-            &GreedyOptions::new(tokens.special.bos, tokens.special.eos, max_len),
+            &GreedyOptions::new(tokens.special.bos, tokens.special.eos, max_len)
+                .with_forbidden(tokens.special.forbidden),
         )?;
         let steps = attention.cross.first().map_or(0, |w| w.dims()[2]);
         let mut output: Vec<usize> = decoded[0].clone();

@@ -44,7 +44,8 @@ pub fn greedy(
     device: &Device,
 ) -> Result<Vec<usize>> {
     let max_output = max_output.min(model.max_len().saturating_sub(1));
-    let options = GreedyOptions::new(special.bos, special.eos, max_output);
+    let options =
+        GreedyOptions::new(special.bos, special.eos, max_output).with_forbidden(special.forbidden);
     Ok(model
         .greedy_decode(ids(source, device), None, &options)?
         .remove(0))

@@ -25,6 +25,9 @@ pub struct BeamOptions {
     pub max_output: OutputLimit,
     /// How finished hypotheses are ranked and when a sentence is done. Default: GNMT's.
     pub ranking: BeamRanking,
+    /// A token never generated (`transformers`' `bad_words_ids` of one token: opus-mt's pad);
+    /// removed after the log-softmax, as `generate` removes it. Default: none.
+    pub forbidden: Option<usize>,
 }
 
 /// How beam search ranks finished hypotheses, and when a sentence's search is over.
@@ -60,6 +63,7 @@ impl BeamOptions {
             alpha: DEFAULT_ALPHA,
             max_output: OutputLimit::default(),
             ranking: BeamRanking::Gnmt,
+            forbidden: None,
         }
     }
 
@@ -193,7 +197,16 @@ impl Transformer {
             let input = Tensor::<2, Int>::from_data(TensorData::new(last, [rows, 1]), &device);
             let logits = self.decode(input, DecodeContext::Cached(&mut cache), None); // [rows, 1, vocab]
             let vocab = logits.dims()[2];
-            let next = best_next_tokens(logits.reshape([rows, vocab]), 2 * k);
+            let mut next = best_next_tokens(
+                logits.reshape([rows, vocab]),
+                2 * k + usize::from(options.forbidden.is_some()),
+            );
+            if let Some(forbidden) = options.forbidden {
+                for candidates in &mut next {
+                    candidates.retain(|&(_, token)| token != forbidden);
+                    candidates.truncate(2 * k);
+                }
+            }
 
             // Each row of the next step names the row it continues.
             let mut parents: Vec<i64> = Vec::with_capacity(rows * k);
@@ -404,6 +417,36 @@ mod tests {
             let best: Vec<Vec<usize>> = beam.iter().map(|h| h[0].tokens.clone()).collect();
             assert_eq!(best, greedy, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn a_forbidden_token_is_never_generated_by_beam_search_or_greedy_decoding() {
+        let device = Device::flex();
+        let model = model(1, &device);
+        let src = Tensor::<2, Int>::from_ints([[3, 4, 5, 6]], &device);
+        let limit = OutputLimit {
+            per_source_token: 0.0,
+            extra: 8,
+        };
+        let options = BeamOptions {
+            beam_size: 3,
+            max_output: limit,
+            ..BeamOptions::new(1, 2)
+        };
+        let free = model.beam_search(src.clone(), None, &options).unwrap();
+        let first = free[0][0].tokens[0];
+        let forbidding = BeamOptions {
+            forbidden: Some(first),
+            ..options
+        };
+        for hypothesis in &model.beam_search(src.clone(), None, &forbidding).unwrap()[0] {
+            assert!(!hypothesis.tokens.contains(&first), "{hypothesis:?}");
+        }
+        let greedy = GreedyOptions::new(1, 2, 8);
+        let free = model.greedy_decode(src.clone(), None, &greedy).unwrap();
+        let forbidding = greedy.with_forbidden(Some(free[0][0]));
+        let tokens = model.greedy_decode(src, None, &forbidding).unwrap();
+        assert!(!tokens[0].contains(&free[0][0]), "{tokens:?}");
     }
 
     /// What beam search guarantees, and no more: every hypothesis it returns carries the

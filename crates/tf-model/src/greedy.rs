@@ -6,6 +6,7 @@ use tf_layers::DecoderLayerWeights;
 
 use crate::cache::DecodeContext;
 use crate::heads::{BlockId, in_block_order};
+use crate::next_token::without_token;
 use crate::transformer::Transformer;
 
 /// How to decode.
@@ -17,6 +18,9 @@ pub struct GreedyOptions {
     pub eos: usize,
     /// Most tokens to generate per sequence (EOS included).
     pub max_len: usize,
+    /// A token never generated (`transformers`' `bad_words_ids` of one token: opus-mt's pad).
+    /// Default: none.
+    pub forbidden: Option<usize>,
     /// Decode step by step against a key/value cache (default), or recompute the whole prefix
     /// each step. Both give the same tokens; the cache makes a step's cost flat in its position.
     pub steps: Steps,
@@ -29,8 +33,14 @@ impl GreedyOptions {
             bos,
             eos,
             max_len,
+            forbidden: None,
             steps: Steps::Cached,
         }
+    }
+
+    /// The same options, never generating `forbidden`.
+    pub fn with_forbidden(self, forbidden: Option<usize>) -> Self {
+        Self { forbidden, ..self }
     }
 }
 
@@ -217,9 +227,14 @@ impl Transformer {
                 Weights::Omit => self.decode(input, context, None),
             };
             let [_, steps, vocab] = logits.dims();
-            let next = logits
+            let last = logits
                 .narrow(1, steps - 1, 1) // [batch, 1, vocab]
-                .reshape([batch, vocab])
+                .reshape([batch, vocab]);
+            let last = match options.forbidden {
+                Some(token) => without_token(last, token),
+                None => last,
+            };
+            let next = last
                 .argmax(1) // [batch, 1]
                 .try_into_vec_as::<i64>()
                 .expect("argmax reads back as integers");

@@ -7,7 +7,7 @@
 //! logits (the first is the row's maximum), once for `Σ exp(logit − max)` with an `exp` that
 //! vectorises.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor, TensorData};
 use rayon::prelude::*;
 use tf_attention::fused::{self, exp};
 
@@ -40,6 +40,21 @@ pub fn best_next_tokens(logits: Tensor<2>, n: usize) -> Vec<Vec<Candidate>> {
             .map(|row| row_candidates(row, n))
             .collect()
     }
+}
+
+/// `logits` with `token`'s set to −∞, so that no search picks it.
+///
+/// # Shapes
+/// - `logits`: `[rows, vocab]`
+pub fn without_token(logits: Tensor<2>, token: usize) -> Tensor<2> {
+    let [rows, vocab] = logits.dims();
+    if token >= vocab {
+        return logits;
+    }
+    let mut blocked = vec![false; vocab];
+    blocked[token] = true;
+    let mask = Tensor::<2, Bool>::from_data(TensorData::new(blocked, [1, vocab]), &logits.device());
+    logits.mask_fill(mask.expand([rows, vocab]), f32::NEG_INFINITY)
 }
 
 /// [`best_next_tokens`] of one row of logits.

@@ -17,6 +17,7 @@ use tf_train::{ModelDir, RunConfig, RunTask, TrainingConfig};
 /// The files `MarianMTModel.save_pretrained` writes that the import reads.
 const MODEL_CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.safetensors";
+const GENERATION_CONFIG: &str = "generation_config.json";
 
 #[derive(Args, Debug)]
 pub struct ImportMarianArgs {
@@ -104,6 +105,7 @@ pub fn run(args: ImportMarianArgs, device: &Device) -> Result<()> {
                 pad: special.pad,
                 bos: marian.decoder_start(),
                 eos: special.eos,
+                forbidden: forbidden_token(from, model_config.tgt_vocab)?,
             },
         },
     };
@@ -136,6 +138,39 @@ pub fn run(args: ImportMarianArgs, device: &Device) -> Result<()> {
         println!("note: {note}");
     }
     Ok(())
+}
+
+/// The one token `generation_config.json` forbids (`bad_words_ids: [[id]]`, opus-mt's pad), if
+/// any; longer banned sequences cannot be represented and are refused.
+fn forbidden_token(from: &Path, tgt_vocab: usize) -> Result<Option<usize>> {
+    let path = from.join(GENERATION_CONFIG);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let config: Value = serde_json::from_str(&read_text(&path)?)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let banned = match &config["bad_words_ids"] {
+        Value::Null => return Ok(None),
+        Value::Array(banned) => banned,
+        other => bail!("{}: bad_words_ids is {other}, not a list", path.display()),
+    };
+    let ids: Vec<Option<u64>> = banned
+        .iter()
+        .map(|sequence| match sequence.as_array().map(Vec::as_slice) {
+            Some([id]) => id.as_u64(),
+            _ => None,
+        })
+        .collect();
+    match ids.as_slice() {
+        [] => Ok(None),
+        [Some(id)] if (*id as usize) < tgt_vocab => Ok(Some(*id as usize)),
+        _ => bail!(
+            "{}: bad_words_ids {} is not one token of the target vocabulary; only a single \
+             forbidden token is supported",
+            path.display(),
+            config["bad_words_ids"]
+        ),
+    }
 }
 
 fn read_text(path: &Path) -> Result<String> {

@@ -32,6 +32,10 @@ pub struct SpecialIds {
     pub bos: usize,
     /// The end of a sequence: the decoder's last output.
     pub eos: usize,
+    /// A token the decoder never outputs (an imported MarianMT model's pad, as its
+    /// `generation_config.json` forbids it); none for ours.
+    #[serde(default)]
+    pub forbidden: Option<usize>,
 }
 
 impl SpecialIds {
@@ -40,6 +44,7 @@ impl SpecialIds {
         pad: PAD,
         bos: BOS,
         eos: EOS,
+        forbidden: None,
     };
 }
 

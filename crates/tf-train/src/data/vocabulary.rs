@@ -18,7 +18,13 @@ pub enum TranslationVocab {
     /// Our joint BPE vocabulary (`tokenizer.json`); sources carry no EOS.
     Learned(Box<SubwordVocab>),
     /// A MarianMT tokenizer; sources end in its EOS, as `MarianTokenizer` writes them.
-    Marian(Box<MarianTokenizer>),
+    Marian {
+        /// The tokenizer.
+        tokenizer: Box<MarianTokenizer>,
+        /// The model's special ids: the pad token starts decoding; `forbidden` as its
+        /// `generation_config.json`'s `bad_words_ids` say.
+        special: SpecialIds,
+    },
 }
 
 impl From<SubwordVocab> for TranslationVocab {
@@ -28,17 +34,33 @@ impl From<SubwordVocab> for TranslationVocab {
 }
 
 impl From<MarianTokenizer> for TranslationVocab {
+    /// The tokenizer with MarianMT's special ids: decoding starts from its pad token.
     fn from(tokenizer: MarianTokenizer) -> Self {
-        Self::Marian(Box::new(tokenizer))
+        let ids = tokenizer.special_ids();
+        let special = SpecialIds {
+            pad: ids.pad,
+            bos: ids.pad,
+            eos: ids.eos,
+            forbidden: None,
+        };
+        Self::marian(tokenizer, special)
     }
 }
 
 impl TranslationVocab {
+    /// A MarianMT tokenizer with the special ids its model's configuration gives.
+    pub fn marian(tokenizer: MarianTokenizer, special: SpecialIds) -> Self {
+        Self::Marian {
+            tokenizer: Box::new(tokenizer),
+            special,
+        }
+    }
+
     /// The ids of a source sentence, as the model reads them.
     pub fn encode_source(&self, text: &str) -> Result<Vec<usize>> {
         match self {
             Self::Learned(vocab) => vocab.encode(text),
-            Self::Marian(tokenizer) => Ok(tokenizer.encode_source(text)),
+            Self::Marian { tokenizer, .. } => Ok(tokenizer.encode_source(text)),
         }
     }
 
@@ -46,7 +68,7 @@ impl TranslationVocab {
     pub fn encode_target(&self, text: &str) -> Result<Vec<usize>> {
         match self {
             Self::Learned(vocab) => vocab.encode(text),
-            Self::Marian(tokenizer) => {
+            Self::Marian { tokenizer, .. } => {
                 let mut ids = tokenizer.encode_target(text);
                 ids.pop(); // its EOS
                 Ok(ids)
@@ -58,7 +80,7 @@ impl TranslationVocab {
     pub fn decode(&self, ids: &[usize]) -> Result<String> {
         match self {
             Self::Learned(vocab) => vocab.decode(ids),
-            Self::Marian(tokenizer) => Ok(tokenizer.decode_target(ids)),
+            Self::Marian { tokenizer, .. } => Ok(tokenizer.decode_target(ids)),
         }
     }
 
@@ -66,7 +88,7 @@ impl TranslationVocab {
     pub fn source_token(&self, id: usize) -> String {
         match self {
             Self::Learned(vocab) => vocab.token(id),
-            Self::Marian(tokenizer) => tokenizer.source_piece(id),
+            Self::Marian { tokenizer, .. } => tokenizer.source_piece(id),
         }
     }
 
@@ -74,7 +96,7 @@ impl TranslationVocab {
     pub fn target_token(&self, id: usize) -> String {
         match self {
             Self::Learned(vocab) => vocab.token(id),
-            Self::Marian(tokenizer) => tokenizer.target_piece(id),
+            Self::Marian { tokenizer, .. } => tokenizer.target_piece(id),
         }
     }
 
@@ -82,7 +104,7 @@ impl TranslationVocab {
     pub fn learned(&self) -> Result<&SubwordVocab> {
         match self {
             Self::Learned(vocab) => Ok(vocab.as_ref()),
-            Self::Marian(_) => Err(crate::error::Error::invalid(
+            Self::Marian { .. } => Err(crate::error::Error::invalid(
                 "the model's vocabulary is an imported MarianMT tokenizer: training it further \
                  is not supported (translate, score and inspect it instead)",
             )),
@@ -93,7 +115,7 @@ impl TranslationVocab {
     pub fn shares_ids(&self) -> bool {
         match self {
             Self::Learned(_) => true,
-            Self::Marian(tokenizer) => !tokenizer.has_target_vocab(),
+            Self::Marian { tokenizer, .. } => !tokenizer.has_target_vocab(),
         }
     }
 
@@ -101,7 +123,7 @@ impl TranslationVocab {
     pub fn len(&self) -> usize {
         match self {
             Self::Learned(vocab) => vocab.len(),
-            Self::Marian(tokenizer) => tokenizer
+            Self::Marian { tokenizer, .. } => tokenizer
                 .source_vocab_size()
                 .max(tokenizer.target_vocab_size()),
         }
@@ -116,14 +138,7 @@ impl TranslationVocab {
     pub fn special_ids(&self) -> SpecialIds {
         match self {
             Self::Learned(_) => SpecialIds::OURS,
-            Self::Marian(tokenizer) => {
-                let ids = tokenizer.special_ids();
-                SpecialIds {
-                    pad: ids.pad,
-                    bos: ids.pad,
-                    eos: ids.eos,
-                }
-            }
+            Self::Marian { special, .. } => *special,
         }
     }
 
@@ -133,7 +148,7 @@ impl TranslationVocab {
     pub fn beam_ranking(&self) -> BeamRanking {
         match self {
             Self::Learned(_) => BeamRanking::Gnmt,
-            Self::Marian(_) => BeamRanking::Transformers { forced_eos: true },
+            Self::Marian { .. } => BeamRanking::Transformers { forced_eos: true },
         }
     }
 
@@ -141,7 +156,7 @@ impl TranslationVocab {
     pub fn save(&self, dir: &Path) -> Result<()> {
         match self {
             Self::Learned(vocab) => vocab.save(&dir.join(crate::store::model_dir::TOKENIZER_FILE)),
-            Self::Marian(tokenizer) => {
+            Self::Marian { tokenizer, .. } => {
                 for name in marian_tokenizer::FILES {
                     let source = tokenizer.dir().join(name);
                     if source.is_file() {

@@ -125,6 +125,7 @@ pub fn translate_ids(
             alpha: options.alpha,
             max_output: options.max_output,
             ranking: options.ranking,
+            forbidden: options.special.forbidden,
             ..BeamOptions::new(options.special.bos, options.special.eos)
         };
         let outputs: Vec<Vec<usize>> = model

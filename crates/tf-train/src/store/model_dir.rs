@@ -108,7 +108,9 @@ impl ModelDir {
         let config = self.load_config()?;
         Ok(match config.task.translation()?.vocabulary {
             VocabularySource::Learned => self.load_learned_vocabulary()?.into(),
-            VocabularySource::Marian { .. } => MarianTokenizer::load(&self.root)?.into(),
+            VocabularySource::Marian { special, .. } => {
+                TranslationVocab::marian(MarianTokenizer::load(&self.root)?, special)
+            }
         })
     }
 
