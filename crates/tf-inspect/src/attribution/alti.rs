@@ -130,7 +130,10 @@ impl Block {
     fn contributions(self, mha: &MultiHeadAttention, norm: &ResidualNorm) -> Vec<Vec<f32>> {
         let output = self.output.clone();
         let (terms, _) = self.terms(mha, norm);
-        normalised(matrix(closeness(terms, output.squeeze_dim(0))))
+        normalised(with_residual_fallback(matrix(closeness(
+            terms,
+            output.squeeze_dim(0),
+        ))))
     }
 
     /// The block's output decomposed: one term per key position and the residual last, and
@@ -168,6 +171,23 @@ impl Block {
     }
 }
 
+/// Rows of closeness where no term comes closer to the output than nothing (every one clamped
+/// to 0, which a small random model can give) credit the residual, the token itself: the
+/// block moved it, and no term explains where. Otherwise such a row would share nothing, and
+/// the attributions composed through it would not sum to 1.
+fn with_residual_fallback(rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    rows.into_iter()
+        .map(|mut row| {
+            if row.iter().all(|&x| x == 0.0)
+                && let Some(residual) = row.last_mut()
+            {
+                *residual = 1.0;
+            }
+            row
+        })
+        .collect()
+}
+
 /// `max(0, ‖y_i‖₁ − ‖y_i − t_ij‖₁)`: how much closer to `y_i` each term is than nothing.
 ///
 /// # Shapes
@@ -191,6 +211,12 @@ mod tests {
     use burn::tensor::{Device, TensorData};
     use tf_attention::max_abs_diff;
     use tf_model::TransformerConfig;
+
+    #[test]
+    fn a_row_no_term_explains_credits_the_residual() {
+        let rows = with_residual_fallback(vec![vec![0.0, 0.0, 0.0], vec![0.5, 0.0, 0.25]]);
+        assert_eq!(rows, [vec![0.0, 0.0, 1.0], vec![0.5, 0.0, 0.25]]);
+    }
 
     #[test]
     fn closeness_by_hand() {
