@@ -1744,29 +1744,27 @@ fn an_imported_marian_model_translates_as_transformers_generate_does() {
         .iter()
         .map(|row| format!("{}\n", row["source"].as_str().unwrap()))
         .collect();
-    let translated = tf_with_stdin(
-        &["translate", "--model", out.to_str().unwrap(), "--beam", "1"],
-        sources.as_bytes(),
-    );
-    assert!(translated.status.success(), "{}", stderr(&translated));
-    let ours: Vec<String> = stdout(&translated).lines().map(String::from).collect();
-    let expected: Vec<String> = rows
-        .iter()
-        .map(|row| row["greedy"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(ours, expected);
-    // Beam search ranks and stops as generate does (length_penalty 1, EOS forced at the limit).
-    let translated = tf_with_stdin(
-        &["translate", "--model", out.to_str().unwrap(), "--beam", "5"],
-        sources.as_bytes(),
-    );
-    assert!(translated.status.success(), "{}", stderr(&translated));
-    let ours: Vec<String> = stdout(&translated).lines().map(String::from).collect();
-    let beam: Vec<String> = rows
-        .iter()
-        .map(|row| row["beam5"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(ours, beam);
+    // Greedy, and beam search ranked and stopped as generate does (length_penalty 1, EOS forced
+    // at the limit).
+    for (beam, key) in [("1", "greedy"), ("5", "beam5")] {
+        let translated = tf_with_stdin(
+            &[
+                "translate",
+                "--model",
+                out.to_str().unwrap(),
+                "--beam",
+                beam,
+            ],
+            sources.as_bytes(),
+        );
+        assert!(translated.status.success(), "{}", stderr(&translated));
+        let ours: Vec<String> = stdout(&translated).lines().map(String::from).collect();
+        let theirs: Vec<String> = rows
+            .iter()
+            .map(|row| row[key].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ours, theirs, "beam {beam}");
+    }
 
     // Its attention can be drawn like that of a model trained here.
     let maps = out.join("maps");
@@ -1788,7 +1786,10 @@ fn an_imported_marian_model_translates_as_transformers_generate_does() {
         .split_whitespace()
         .filter(|piece| *piece != "</s>")
         .collect();
-    assert_eq!(pieces.replace('▁', " ").trim(), expected[0]);
+    assert_eq!(
+        pieces.replace('▁', " ").trim(),
+        rows[0]["greedy"].as_str().unwrap()
+    );
 
     // The inspection commands run on it, with its own special ids.
     let corpus = out.join("corpus");

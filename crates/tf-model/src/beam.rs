@@ -241,31 +241,22 @@ impl Transformer {
                     parents.push((first_row + j) as i64);
                 }
                 first_row += n;
+                if at_limit && forced_eos {
+                    // The forced EOS of each beam's parent replaces this step's tokens; its
+                    // log-probability is 0 once forced.
+                    done.extend(
+                        s.beams
+                            .drain(..)
+                            .map(|b| finish(b.tokens, b.log_prob, true)),
+                    );
+                    next.clear();
+                } else if at_limit {
+                    done.extend(next.drain(..).map(|b| finish(b.tokens, b.log_prob, false)));
+                }
                 let finished_here = match options.ranking {
-                    BeamRanking::Gnmt => {
-                        if at_limit {
-                            done.extend(
-                                next.drain(..).map(|b| finish(b.tokens, b.log_prob, false)),
-                            );
-                        }
-                        // Done once k hypotheses have ended, or the length limit is reached.
-                        done.len() >= k
-                    }
+                    // Done once k hypotheses have ended, or the length limit is reached.
+                    BeamRanking::Gnmt => done.len() >= k,
                     BeamRanking::Transformers { .. } => {
-                        if at_limit && forced_eos {
-                            // The forced EOS of each beam's parent replaces this step's
-                            // tokens; its log-probability is 0 once forced.
-                            done.extend(
-                                s.beams
-                                    .drain(..)
-                                    .map(|b| finish(b.tokens, b.log_prob, true)),
-                            );
-                            next.clear();
-                        } else if at_limit {
-                            done.extend(
-                                next.drain(..).map(|b| finish(b.tokens, b.log_prob, false)),
-                            );
-                        }
                         // The k best endings are kept; once there are k, a sentence is done
                         // when its best live beam, scored at its length, cannot beat the worst.
                         done.sort_by(|a, b| b.score.total_cmp(&a.score));
