@@ -3,7 +3,7 @@
 //! The encoder–decoder Transformer of "Attention Is All You Need" (Vaswani et al., 2017) for
 //! [burn]: token embeddings scaled by `√d_model` (§3.4) with optional weight sharing, the
 //! encoder and decoder stacks (§3.1), the whole model, greedy decoding and beam search with an
-//! explicit key/value cache, and weight import from PyTorch and from MarianMT (opus-mt).
+//! explicit key/value cache, weight import from PyTorch, and MarianMT (opus-mt) in and out.
 //!
 //! ```
 //! use burn::tensor::{Device, Int, Tensor};
@@ -29,6 +29,7 @@ pub mod final_norm;
 pub mod greedy;
 pub mod heads;
 pub mod hooked;
+pub mod marian_export;
 pub mod marian_import;
 pub mod next_token;
 pub mod output_limit;
@@ -45,6 +46,7 @@ pub use final_norm::FinalLayerNorm;
 pub use greedy::{CapturedAttention, DecodeError, GreedyOptions, Steps};
 pub use heads::{AttentionKind, BlockId, HeadId, PruneError, in_block_order};
 pub use hooked::HookError;
+pub use marian_export::{ExportedMarian, MarianTokenIds, export_marian};
 pub use marian_import::{ImportedMarian, MarianConfig, import_marian};
 pub use next_token::{Candidate, best_next_tokens};
 pub use output_limit::OutputLimit;

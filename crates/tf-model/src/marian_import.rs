@@ -143,7 +143,7 @@ mod defaults {
 const NAME: &str = "MarianConfig";
 
 /// A LayerNorm's epsilon in `transformers`' Marian (`nn.LayerNorm`'s default).
-const LAYER_NORM_EPS: f64 = 1e-5;
+pub(crate) const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Largest difference allowed between a positional table in the file and ours.
 const POSITION_TOLERANCE: f32 = 1e-4;
@@ -379,7 +379,7 @@ pub fn import_marian(
     let config = marian.transformer()?;
     let (file, _) = checked_file(safetensors, &marian.parameters())?;
     let ours = OurTensors::from_marian(marian, &config, &file)?;
-    let bytes = ours.serialize()?;
+    let bytes = serialize_f32(&ours.tensors)?;
     let Imported { module, .. } = load_state_dict(config.try_init(device)?, &bytes, &ours.params)?;
     Ok(ImportedMarian {
         config,
@@ -559,26 +559,28 @@ impl OurTensors {
         );
         Ok(())
     }
+}
 
-    fn serialize(&self) -> Result<Vec<u8>, TorchImportError> {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
-            .tensors
-            .iter()
-            .map(|(name, shape, values)| {
-                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (name.clone(), shape.clone(), bytes)
-            })
-            .collect();
-        let views = bytes
-            .iter()
-            .map(|(name, shape, data)| {
-                TensorView::new(Dtype::F32, shape.clone(), data)
-                    .map(|view| (name.clone(), view))
-                    .map_err(|err| TorchImportError::Load(format!("{name}: {err}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        safetensors::serialize(views, None).map_err(|err| TorchImportError::Load(err.to_string()))
-    }
+/// Named `float32` tensors (shape, row-major values) as a safetensors file.
+pub(crate) fn serialize_f32(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<Vec<u8>, TorchImportError> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), shape.clone(), bytes)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|err| TorchImportError::Load(format!("{name}: {err}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, None).map_err(|err| TorchImportError::Load(err.to_string()))
 }
 
 /// A tensor's values; the caller has checked that it is `float32`.
