@@ -287,7 +287,7 @@ def translator_case(out_dir, corpus):
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
 
-    sentences = [s for s in read_lines(corpus / "val.de.gz") if len(s.split()) <= 10][:40]
+    sentences = [s for s in read_lines(corpus / "val.de.gz") if len(s.split()) <= 10][:130]
     kept = []
     for sentence in sentences:
         ids = tokenizer(sentence, return_tensors="pt")

@@ -14,8 +14,9 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tf_train::Backend;
 
 use crate::commands::{
-    ablate, align, attention, attribute, average, bleu, data, distill, eval, heads, import_marian,
-    import_torch, length_penalty, lens, patch, plot, predict, prune, train, translate,
+    ablate, align, attention, attribute, average, bleu, data, distill, eval, export_marian, heads,
+    import_marian, import_torch, length_penalty, lens, patch, plot, predict, prune, train,
+    translate,
 };
 
 // burn allocates and frees large tensors every step; glibc's malloc serves them with fresh
@@ -88,6 +89,10 @@ enum Command {
     /// model directory: what `save_pretrained` writes (config.json, model.safetensors,
     /// source.spm, target.spm, vocab.json). Every translation command then reads it.
     ImportMarian(import_marian::ImportMarianArgs),
+    /// Export a translation model as Hugging Face MarianMT: config.json, generation_config.json,
+    /// model.safetensors and the tokenizer, for MarianMTModel.from_pretrained and
+    /// AutoTokenizer.from_pretrained, translating greedily as `tf translate --beam 1` does.
+    ExportMarian(export_marian::ExportMarianArgs),
     /// Decode one input and draw its attention: a heatmap per layer and head (PNG and SVG) with
     /// token labels, a layers × heads grid per attention kind, and the weights as JSON.
     Attention(attention::AttentionArgs),
@@ -197,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(args, &device),
         Command::ImportTorch(args) => import_torch::run(args, &device),
         Command::ImportMarian(args) => import_marian::run(args, &device),
+        Command::ExportMarian(args) => export_marian::run(args, &device),
         Command::Attention(args) => attention::run(args, &device),
         Command::Heads(args) => heads::run(args, &device),
         Command::Prune(args) => prune::run(args, &device),

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod data;
 pub mod distill;
 pub mod eval;
+pub mod export_marian;
 pub mod heads;
 pub mod import_marian;
 pub mod import_torch;
