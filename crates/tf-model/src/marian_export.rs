@@ -202,7 +202,7 @@ pub fn export_marian(
     if let Some(generator) = &model.generator {
         let (weight, bias) = linear(generator)?;
         file.push("lm_head.weight", file.reads_stream(weight));
-        add(&mut logits_bias, &bias.unwrap_or_default());
+        add(&mut logits_bias, &bias.values);
     }
     if let Some(bias) = &model.output_bias {
         add(&mut logits_bias, &values(bias)?);
@@ -352,7 +352,6 @@ impl MarianTensors {
         attention: &MultiHeadAttention,
     ) -> Result<(), TorchImportError> {
         let (weight, bias) = linear(&attention.in_proj)?;
-        let bias = Matrix::vector(bias.unwrap_or_else(|| vec![0.0; weight.rows]));
         let kept = weight.rows / 3;
         for (k, name) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
             let rows = (k * kept, (k + 1) * kept);
@@ -363,7 +362,6 @@ impl MarianTensors {
             self.push_vector(&format!("{at}.{name}.bias"), part);
         }
         let (weight, bias) = linear(&attention.out_proj)?;
-        let bias = Matrix::vector(bias.unwrap_or_else(|| vec![0.0; weight.rows]));
         let weight = weight.padded_cols(self.width);
         self.push(&format!("{at}.out_proj.weight"), self.writes_stream(weight));
         self.push_vector(&format!("{at}.out_proj.bias"), self.writes_stream(bias));
@@ -378,11 +376,9 @@ impl MarianTensors {
         outer: &Linear,
     ) -> Result<(), TorchImportError> {
         let (weight, bias) = linear(inner)?;
-        let bias = Matrix::vector(bias.unwrap_or_else(|| vec![0.0; weight.rows]));
         self.push(&format!("{at}.fc1.weight"), self.reads_stream(weight));
         self.push_vector(&format!("{at}.fc1.bias"), bias);
         let (weight, bias) = linear(outer)?;
-        let bias = Matrix::vector(bias.unwrap_or_else(|| vec![0.0; weight.rows]));
         self.push(&format!("{at}.fc2.weight"), self.writes_stream(weight));
         self.push_vector(&format!("{at}.fc2.bias"), self.writes_stream(bias));
         Ok(())
@@ -403,8 +399,9 @@ impl MarianTensors {
     }
 }
 
-/// A linear layer's weight in PyTorch's layout (`[out, in]`; burn keeps `[in, out]`) and bias.
-fn linear(linear: &Linear) -> Result<(Matrix, Option<Vec<f32>>), TorchImportError> {
+/// A linear layer's weight in PyTorch's layout (`[out, in]`; burn keeps `[in, out]`) and its
+/// bias (zeros for a layer without one).
+fn linear(linear: &Linear) -> Result<(Matrix, Matrix), TorchImportError> {
     let burn = matrix(&linear.weight)?;
     let transposed = (0..burn.cols)
         .flat_map(|o| (0..burn.rows).map(move |i| (o, i)))
@@ -415,8 +412,11 @@ fn linear(linear: &Linear) -> Result<(Matrix, Option<Vec<f32>>), TorchImportErro
         cols: burn.rows,
         values: transposed,
     };
-    let bias = linear.bias.as_ref().map(values).transpose()?;
-    Ok((weight, bias))
+    let bias = match &linear.bias {
+        Some(bias) => values(bias)?,
+        None => vec![0.0; weight.rows],
+    };
+    Ok((weight, Matrix::vector(bias)))
 }
 
 fn matrix(param: &Param<Tensor<2>>) -> Result<Matrix, TorchImportError> {
